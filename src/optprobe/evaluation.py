@@ -1,0 +1,199 @@
+"""Loss and gradient of the user's objective at any parameter point, on any batch.
+
+Every extra pass optprobe makes goes through :class:`Evaluator`. It evaluates
+``loss_fn(model, batch)`` with the model's trained parameters replaced by a given point
+(``torch.func.functional_call``), so the model is never copied, and it keeps three promises:
+
+* buffers (BatchNorm running statistics, counters) are never changed: each pass sees clones;
+* the training RNG stream is never advanced: passes run inside ``torch.random.fork_rng``;
+* given an :class:`RngState` captured before the training forward, the pass replays the same
+  random numbers, so dropout masks (and any randomness inside ``loss_fn``) match the training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optprobe.errors import OptprobeError
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], Tensor]
+Params = dict[str, Tensor]
+
+
+def trained_parameters(model: nn.Module) -> Params:
+    """The parameters the optimizer trains: every ``named_parameters()`` entry with ``requires_grad``."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise OptprobeError(
+            "the model has no parameter with requires_grad=True, so there is nothing to measure; "
+            "unfreeze at least one parameter before attaching a Probe"
+        )
+    return params
+
+
+def detached_copy(params: Mapping[str, Tensor]) -> Params:
+    """A detached clone of each tensor: a snapshot that later in-place optimizer steps cannot change."""
+    return {name: p.detach().clone() for name, p in params.items()}
+
+
+def batch_size(batch: Batch) -> int:
+    """Number of examples in a batch: the leading dimension of its first tensor."""
+    for leaf in _tensor_leaves(batch):
+        return int(leaf.shape[0]) if leaf.dim() > 0 else 1
+    raise OptprobeError(
+        f"cannot find a tensor in the batch (got {type(batch).__name__}); batches must be tensors or "
+        "tuples/lists/dicts of tensors"
+    )
+
+
+def _tensor_leaves(batch: Batch) -> Iterator[Tensor]:
+    if isinstance(batch, Tensor):
+        yield batch
+    elif isinstance(batch, Mapping):
+        for value in batch.values():
+            yield from _tensor_leaves(value)
+    elif isinstance(batch, (list, tuple)):
+        for value in batch:
+            yield from _tensor_leaves(value)
+
+
+def batch_device(batch: Batch) -> torch.device | None:
+    """Device of the batch's first tensor (None when the batch holds no tensor)."""
+    return next((leaf.device for leaf in _tensor_leaves(batch)), None)
+
+
+@dataclass(frozen=True)
+class RngState:
+    """The global RNG state (CPU and, when used, one CUDA device) at a moment of training."""
+
+    cpu: Tensor
+    cuda: Tensor | None = None
+    cuda_device: int | None = None
+
+    @classmethod
+    def capture(cls, device: torch.device | None = None) -> RngState:
+        """Snapshot the RNG that a forward pass on ``device`` draws from."""
+        if device is not None and device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return cls(torch.get_rng_state(), torch.cuda.get_rng_state(index), index)
+        return cls(torch.get_rng_state())
+
+    def restore(self) -> None:
+        """Make the global RNG produce, from now on, what it produced after :meth:`capture`."""
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.cuda_device)
+
+    def devices(self) -> list[int]:
+        return [] if self.cuda_device is None else [self.cuda_device]
+
+
+class _LossModule(nn.Module):
+    """Wraps ``loss_fn(model, batch)`` as a module so functional_call can swap the model's tensors."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+class Evaluator:
+    """Evaluates ℓ(x, z) and ∇ℓ(x, z) at a parameter point x without touching the model's state."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self._module = _LossModule(model, loss_fn)
+
+    def _tensors(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        tensors = {f"model.{name}": p for name, p in params.items()}
+        tensors.update({f"model.{name}": b.clone() for name, b in self.model.named_buffers()})
+        return tensors
+
+    @contextlib.contextmanager
+    def replay(self, rng: RngState | None) -> Iterator[None]:
+        """Run a pass with the training RNG forked and, when given, rewound to ``rng``."""
+        devices = rng.devices() if rng is not None else []
+        with torch.random.fork_rng(devices=devices):
+            if rng is not None:
+                rng.restore()
+            yield
+
+    def loss_at(self, params: Mapping[str, Tensor], batch: Batch) -> Tensor:
+        """ℓ(params, batch) as a differentiable function of ``params`` (buffers cloned, RNG not forked).
+
+        Use this inside torch.func transforms or your own ``replay`` block; most callers want
+        :meth:`loss` or :meth:`loss_and_grad`.
+        """
+        loss = torch.func.functional_call(self._module, self._tensors(params), (batch,), strict=False)
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise OptprobeError(
+                "loss_fn(model, batch) must return a scalar tensor (the mean loss over the batch); "
+                f"got {type(loss).__name__} with shape {getattr(loss, 'shape', None)}"
+            )
+        return loss.reshape(())
+
+    def loss(self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None) -> Tensor:
+        """ℓ(params, batch), detached, with no graph built."""
+        with self.replay(rng), torch.no_grad():
+            return self.loss_at(params, batch).detach()
+
+    def loss_and_grad(
+        self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None
+    ) -> tuple[Tensor, Params]:
+        """(ℓ(params, batch), ∇ℓ(params, batch)); ``.grad`` fields are never written."""
+        leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+        with self.replay(rng), torch.enable_grad():
+            loss = self.loss_at(leaves, batch)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        pairs = zip(leaves.items(), grads, strict=True)
+        return loss.detach(), {name: torch.zeros_like(p) if g is None else g for (name, p), g in pairs}
+
+    def full_loss_and_grad(
+        self, params: Mapping[str, Tensor], loader: Iterable[Batch], seed: int = 0, with_grad: bool = True
+    ) -> tuple[Tensor, Params | None, int]:
+        """(F(x), ∇F(x), n): the example-weighted mean loss over ``loader``, gradient accumulated per chunk.
+
+        Memory stays at one gradient plus one chunk's activations. Randomness inside the loss
+        (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x.
+        """
+        total_loss: Tensor | None = None
+        total_grad: Params | None = None
+        count = 0
+        with torch.random.fork_rng(devices=_cuda_devices(params)):
+            torch.manual_seed(seed)
+            for chunk in loader:
+                n = batch_size(chunk)
+                if with_grad:
+                    loss, grad = self.loss_and_grad(params, chunk)
+                    total_grad = (
+                        {k: g * n for k, g in grad.items()}
+                        if total_grad is None
+                        else {k: total_grad[k].add_(g, alpha=n) for k, g in grad.items()}
+                    )
+                else:
+                    with torch.no_grad():
+                        loss = self.loss_at(params, chunk).detach()
+                total_loss = loss * n if total_loss is None else total_loss + loss * n
+                count += n
+        if count == 0 or total_loss is None:
+            raise OptprobeError(
+                "the evaluation loader yielded no batch; pass a non-empty DataLoader as eval_loader "
+                "(check its length and drop_last)"
+            )
+        grad_mean = None if total_grad is None else {k: g.div_(count) for k, g in total_grad.items()}
+        return total_loss / count, grad_mean, count
+
+
+def _cuda_devices(params: Mapping[str, Tensor]) -> list[int]:
+    return sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})
