@@ -104,13 +104,23 @@ class StepData:
     linf: dict[str, LayerSums] = field(default_factory=dict)
 
     def dot(self, a: str, b: str) -> float:
-        return self.dots[(a, b)].total
+        """⟨a, b⟩ over all trained parameters; NaN when the step could not provide it."""
+        sums = self.dots.get((a, b))
+        return math.nan if sums is None else sums.total
+
+    def layer_dots(self, a: str, b: str) -> list[float]:
+        sums = self.dots.get((a, b))
+        return [math.nan] * len(self.layers) if sums is None else sums.per_layer
 
     def norm(self, a: str) -> float:
-        return math.sqrt(max(self.dots[(a, a)].total, 0.0))
+        return _sqrt(self.dot(a, a))
 
     def layer_norms(self, a: str) -> list[float]:
-        return [math.sqrt(max(v, 0.0)) for v in self.dots[(a, a)].per_layer]
+        return [_sqrt(v) for v in self.layer_dots(a, a)]
+
+
+def _sqrt(v: float) -> float:
+    return math.sqrt(max(v, 0.0)) if math.isfinite(v) else math.nan
 
 
 class TrajectoryMetric(ABC):

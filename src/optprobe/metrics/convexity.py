@@ -1,0 +1,46 @@
+"""Convexity gaps along the trajectory (Tran, Zhang & Cutkosky).
+
+inst_gap(y) = ℓ(x_t, z_t) − ℓ(y, z_t) − ⟨g_t, x_t − y⟩ with y = x_{t−1} ("prev") or x* ("ref");
+≤ 0 whenever ℓ(·, z_t) is convex. avg_gap is its window mean and exp_gap its EMA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from optprobe.metrics.base import Needs, StepData, TrajectoryMetric
+from optprobe.metrics.windows import WindowStats
+
+
+class ConvexityGap(TrajectoryMetric):
+    """inst_gap, avg_gap and exp_gap against ``against`` = "prev" (x_{t−1}) or "ref" (x*)."""
+
+    def __init__(self, against: str = "prev", betas: Sequence[float] = (0.99,)) -> None:
+        if against not in ("prev", "ref"):
+            raise ValueError(f"against must be 'prev' or 'ref', got {against!r}")
+        self.against = against
+        self.needs = Needs(
+            prev_loss=against == "prev", ref_loss=against == "ref", dots=frozenset({("g", f"dx_{against}")})
+        )
+        self.window = WindowStats(betas)
+
+    def update(self, data: StepData) -> dict[str, float]:
+        other_loss = data.prev_loss if self.against == "prev" else data.ref_loss
+        gap = data.loss - other_loss - data.dot("g", f"dx_{self.against}")
+        self.window.add(gap)
+        suffix = self.against
+        return {
+            f"inst_gap_{suffix}": gap,
+            f"avg_gap_{suffix}": self.window.mean,
+            **self.window.emas(f"exp_gap_{suffix}"),
+        }
+
+    def reset_window(self) -> None:
+        self.window.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": self.window.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window.load_state_dict(state["window"])

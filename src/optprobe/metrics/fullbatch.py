@@ -1,0 +1,94 @@
+"""Full-batch metrics: F(x_t), ‖∇F(x_t)‖, gradient noise, convexity ratio and PL ratio.
+
+F is the example-weighted mean loss over the evaluation loader, ∇F accumulated chunk by chunk.
+
+* grad_std = ‖g_t − ∇F(x_t)‖
+* convexity_ratio = Σ_{i≤t} ⟨∇F(x_i), x_i − x*⟩ / Σ_{i≤t} (F(x_i) − F(x*)) over measurement points:
+  ≥ 1 where the convex-analysis inequality holds, in (0, 1) weak quasi-convexity, < 0 unexplained.
+* pl_ratio = ½‖∇F(x_t)‖² / (F(x_t) − F(x*))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.metrics.base import safe_ratio
+from optprobe.reductions import layer_of
+
+
+class FullBatchMetrics:
+    """Evaluates F and ∇F over ``loader`` and keeps the cumulative sums of the convexity ratio."""
+
+    def __init__(
+        self, loader: Iterable[Batch], reference: Params | None = None, seed: int = 0, per_layer: bool = False
+    ) -> None:
+        self.loader = loader
+        self.reference = reference
+        self.seed = seed
+        self.per_layer = per_layer
+        self.ref_loss: float | None = None
+        self.sum_inner = 0.0
+        self.sum_excess = 0.0
+
+    def measure(
+        self, evaluator: Evaluator, params: Params, grads: Mapping[str, Tensor] | None, layers: list[str]
+    ) -> dict[str, float]:
+        """Metrics at ``params``; ``grads`` is g_t of the same point when there is one (for grad_std)."""
+        loss_t, full_grad, _ = evaluator.full_loss_and_grad(params, self.loader, self.seed)
+        assert full_grad is not None
+        loss = float(loss_t)
+        grad_sq = _sum_sq(full_grad.values())
+        row = {"full_loss": loss, "full_grad_norm": math.sqrt(grad_sq)}
+        if grads is not None:
+            row["grad_std"] = math.sqrt(_sum_sq(grads[k] - g for k, g in full_grad.items()))
+        if self.reference is not None:
+            row.update(self._against_reference(evaluator, params, full_grad, loss, grad_sq))
+        if self.per_layer:
+            for layer in dict.fromkeys(layers):
+                tensors = [g for k, g in full_grad.items() if layer_of(k) == layer]
+                row[f"full_grad_norm/{layer}"] = math.sqrt(_sum_sq(tensors))
+        return row
+
+    def _against_reference(
+        self, evaluator: Evaluator, params: Params, full_grad: Params, loss: float, grad_sq: float
+    ) -> dict[str, float]:
+        assert self.reference is not None
+        if self.ref_loss is None:
+            ref_loss, _, _ = evaluator.full_loss_and_grad(
+                self.reference, self.loader, self.seed, with_grad=False
+            )
+            self.ref_loss = float(ref_loss)
+        inner = float(
+            sum(
+                (
+                    torch.sum(g.double() * (params[k].double() - self.reference[k].double()))
+                    for k, g in full_grad.items()
+                )
+            )
+        )
+        excess = loss - self.ref_loss
+        if math.isfinite(inner) and math.isfinite(excess):
+            self.sum_inner += inner
+            self.sum_excess += excess
+        return {
+            "ref_full_loss": self.ref_loss,
+            "convexity_ratio": safe_ratio(self.sum_inner, self.sum_excess),
+            "pl_ratio": safe_ratio(0.5 * grad_sq, excess),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ref_loss": self.ref_loss, "sum_inner": self.sum_inner, "sum_excess": self.sum_excess}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.ref_loss = state["ref_loss"]
+        self.sum_inner, self.sum_excess = float(state["sum_inner"]), float(state["sum_excess"])
+
+
+def _sum_sq(tensors: Iterable[Tensor]) -> float:
+    return float(sum(float(torch.sum(t.double() ** 2)) for t in tensors))

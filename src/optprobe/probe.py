@@ -1,0 +1,497 @@
+"""The Probe: attach to a training loop, measure the quantities convergence proofs rely on.
+
+Usage, in a plain PyTorch loop::
+
+    probe = Probe(model, loss_fn, optimizer=opt, out_dir="runs/demo")
+    for epoch in range(epochs):
+        for batch in loader:
+            probe.begin_step(batch)              # before the forward: remembers z_t and its RNG state
+            opt.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            probe.end_step(loss)                 # after backward, before opt.step(): measures at x_t
+            opt.step()
+        probe.end_epoch()
+    probe.close()
+
+At each measured step the Probe decides what it needs (the union of its metrics' :class:`Needs`),
+evaluates it once through the :class:`~optprobe.evaluation.Evaluator`, reduces the named vectors
+per layer in one pass, hands the results to every metric and writes one row to its sinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optprobe.errors import OptprobeError, ProbeWarning
+from optprobe.evaluation import (
+    Batch,
+    Evaluator,
+    LossFn,
+    Params,
+    RngState,
+    batch_device,
+    detached_copy,
+    trained_parameters,
+)
+from optprobe.metrics.base import Needs, PeriodicMetric, StepData, TrajectoryMetric, as_float
+from optprobe.metrics.convexity import ConvexityGap
+from optprobe.metrics.correlation import UpdateCorrelation
+from optprobe.metrics.fullbatch import FullBatchMetrics
+from optprobe.metrics.norms import Norms
+from optprobe.metrics.smoothness import Smoothness
+from optprobe.reductions import layer_of, reduce_vectors
+from optprobe.reference import load_reference
+from optprobe.runinfo import update_run_info
+from optprobe.sinks import Sink, TableSink
+from optprobe.sinks.table import LOG_NAME
+
+FAMILIES = ("convexity", "smoothness", "correlation", "norms")
+
+
+@dataclass
+class ProbeConfig:
+    """What to measure and how often.
+
+    metrics: trajectory metric families to compute (any of ``FAMILIES``; ``("convexity",)`` is the
+        cheap "gaps only" set: one extra forward per measured step).
+    every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …).
+    betas: EMA coefficients of ``exp_gap`` and ``exp_smooth``.
+    window: "epoch" (avg/max/EMA restart at each ``end_epoch``) or "none" (one window for the run).
+    per_layer: also write per-layer columns ``<metric>/<layer>`` beside the global values.
+    full_batch_every: full-batch metrics every k steps (0: never on steps); needs ``eval_loader``.
+    full_batch_at_epoch_end: full-batch metrics at each ``end_epoch`` (when ``eval_loader`` is given).
+    seed: seed of the randomness (dropout) inside full-batch and periodic passes.
+    eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards).
+    replay_rng: replay the training step's RNG state at x_{t−1} and x*, so dropout masks match.
+    """
+
+    metrics: tuple[str, ...] = FAMILIES
+    every: int = 1
+    betas: tuple[float, ...] = (0.99,)
+    window: str = "epoch"
+    per_layer: bool = False
+    full_batch_every: int = 0
+    full_batch_at_epoch_end: bool = True
+    seed: int = 0
+    eval_mode: bool = False
+    replay_rng: bool = True
+
+    def __post_init__(self) -> None:
+        self.metrics = tuple(self.metrics)
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in self.metrics:
+            if name not in FAMILIES:
+                close = difflib.get_close_matches(name, FAMILIES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise OptprobeError(
+                    f"unknown metric family {name!r}{hint}; choose from {', '.join(FAMILIES)}"
+                )
+        if self.every < 1:
+            raise OptprobeError(f"every must be a positive number of steps, got {self.every}")
+        if self.full_batch_every < 0:
+            raise OptprobeError(f"full_batch_every must be ≥ 0 (0 turns it off), got {self.full_batch_every}")
+        if any(not 0.0 <= b < 1.0 for b in self.betas):
+            raise OptprobeError(f"each EMA beta must lie in [0, 1), got {self.betas}")
+        if self.window not in ("epoch", "none"):
+            raise OptprobeError(f"window must be 'epoch' or 'none', got {self.window!r}")
+
+
+@dataclass
+class _Pending:
+    batch: Batch
+    rng: RngState | None
+
+
+@dataclass
+class _Evaluations:
+    """Losses at the other points and the tensors reductions are built from."""
+
+    prev_loss: float = math.nan
+    ref_loss: float = math.nan
+    sources: dict[str, Mapping[str, Tensor]] = field(default_factory=dict)
+
+
+class Probe:
+    """Measures trajectory, full-batch and periodic metrics of a training run; see the module docstring.
+
+    Args:
+        model: the trained module (never copied, never switched between train and eval silently).
+        loss_fn: ``loss_fn(model, batch) -> scalar Tensor``, the training objective without weight decay.
+        config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
+        optimizer: the optimizer, read for the learning rate and, under random scaling, ``last_scale``
+            and ``last_weight``.
+        reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
+        eval_loader: batches that define F for the full-batch metrics.
+        periodic: periodic metrics (curvature), run on ``periodic_batch`` (default: the first
+            ``eval_loader`` batch, or else the first training batch they are due on).
+        out_dir: run directory (default ``runs/<time>``); ``None`` with ``sinks`` given writes no table.
+        sinks: more sinks (TensorBoard, W&B, …) that receive every row.
+        if_exists: what to do when ``out_dir`` already holds a run: "error", "overwrite" or "resume"
+            (keep its rows; call :meth:`load_state_dict` to continue from a checkpoint).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        *,
+        config: ProbeConfig | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        reference: str | os.PathLike[str] | nn.Module | Mapping[str, Tensor] | None = None,
+        eval_loader: Iterable[Batch] | None = None,
+        periodic: Sequence[PeriodicMetric] = (),
+        periodic_batch: Batch | None = None,
+        out_dir: str | os.PathLike[str] | None = "auto",
+        sinks: Sequence[Sink] = (),
+        if_exists: str = "error",
+        run_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or ProbeConfig()
+        self.optimizer = optimizer
+        self.evaluator = Evaluator(model, loss_fn)
+        self.params = trained_parameters(model)
+        self.names = list(self.params)
+        self.param_layers = [layer_of(n) for n in self.names]
+        self.layers = list(dict.fromkeys(self.param_layers))
+        self.reference = None if reference is None else load_reference(reference, self.params)
+        self.metrics = self._build_metrics()
+        self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
+        self.fullbatch = (
+            None
+            if eval_loader is None
+            else FullBatchMetrics(eval_loader, self.reference, self.config.seed, self.config.per_layer)
+        )
+        self.eval_loader = eval_loader
+        self.periodic = list(periodic)
+        self.periodic_batch = periodic_batch
+        self.step = 0
+        self.epoch = 0
+        self.rows_written = 0
+        self.warnings: Counter[str] = Counter()
+        self.last_row: dict[str, Any] | None = None
+        self._prev: Params | None = None
+        self._pending: _Pending | None = None
+        self._keep_rows: int | None = None
+        self._table: TableSink | None = None
+        self.sinks = list(sinks)
+        self.run_dir = self._prepare_run_dir(out_dir, if_exists, run_info)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _build_metrics(self) -> list[TrajectoryMetric]:
+        c = self.config
+        targets = ["prev"] + (["ref"] if self.reference is not None else [])
+        metrics: list[TrajectoryMetric] = []
+        for family in c.metrics:
+            if family == "convexity":
+                metrics += [ConvexityGap(t, c.betas) for t in targets]
+            elif family == "smoothness":
+                metrics += [Smoothness(t, c.betas, c.per_layer) for t in targets]
+            elif family == "correlation":
+                metrics.append(UpdateCorrelation(c.per_layer))
+            elif family == "norms":
+                metrics.append(Norms(c.per_layer))
+        return metrics
+
+    def _prepare_run_dir(
+        self, out_dir: str | os.PathLike[str] | None, if_exists: str, run_info: Mapping[str, Any] | None
+    ) -> Path | None:
+        if if_exists not in ("error", "overwrite", "resume"):
+            raise OptprobeError(f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}")
+        if out_dir is None:
+            return None
+        if str(out_dir) == "auto":
+            out_dir = Path("runs") / time.strftime("probe-%Y%m%d-%H%M%S")
+        run_dir = Path(out_dir)
+        if (run_dir / LOG_NAME).exists() and if_exists == "error":
+            raise OptprobeError(
+                f"{run_dir} already holds an optprobe run; pass if_exists='resume' (and load_state_dict) to "
+                "continue it, if_exists='overwrite' to replace it, or choose another out_dir"
+            )
+        self._keep_rows = None if if_exists != "resume" else _count_rows(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        update_run_info(
+            run_dir,
+            probe_config=asdict(self.config),
+            model={"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
+            reference=self.reference is not None,
+            finished=False,
+            **dict(run_info or {}),
+        )
+        return run_dir
+
+    # ------------------------------------------------------------------------------- the loop
+    def begin_step(self, batch: Batch) -> None:
+        """Call before the forward pass of each training step: remembers z_t and the RNG state."""
+        device = batch_device(batch) or next(iter(self.params.values())).device
+        self._pending = _Pending(batch, RngState.capture(device) if self.config.replay_rng else None)
+
+    def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
+        """Call after ``loss.backward()`` and before ``optimizer.step()``; returns the row if one was written.
+
+        ``loss`` is ℓ(x_t, z_t) from the training forward; with ``None`` the Probe recomputes it
+        (one more forward, same RNG).
+        """
+        if self._pending is None:
+            raise OptprobeError(
+                "end_step() needs a matching begin_step(batch) before the forward pass of the same step"
+            )
+        pending, self._pending = self._pending, None
+        t = self.step
+        row = self._measure_step(t, pending, loss) if self._due(t) else None
+        trajectory_next = self.metrics and (t + 1) % self.config.every == 0
+        if trajectory_next and self.needs.uses_prev:
+            self._snapshot_prev()
+        else:
+            self._prev = None
+        self.step += 1
+        return row
+
+    def end_epoch(self) -> dict[str, Any] | None:
+        """Call at each epoch end: full-batch metrics at the current point, then a new window."""
+        row = None
+        if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
+            row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
+            with self._eval_context():
+                row.update(self.fullbatch.measure(self.evaluator, self._point(), None, self.param_layers))
+            self._write(row)
+        self.epoch += 1
+        if self.config.window == "epoch":
+            for metric in self.metrics:
+                metric.reset_window()
+        return row
+
+    def close(self) -> None:
+        """Flush and close every sink; mark the run finished in ``run.json``."""
+        for sink in self._all_sinks():
+            sink.close()
+        if self.run_dir is not None:
+            update_run_info(self.run_dir, finished=True, steps=self.step, warnings=dict(self.warnings))
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------------- measurement
+    def _due(self, t: int) -> bool:
+        c = self.config
+        return (
+            bool(self.metrics and t % c.every == 0)
+            or bool(self.fullbatch and c.full_batch_every and t % c.full_batch_every == 0)
+            or any(m.due(t) for m in self.periodic)
+        )
+
+    def _measure_step(self, t: int, pending: _Pending, loss: Tensor | float | None) -> dict[str, Any]:
+        grads = self._gradients()
+        if loss is None:
+            loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
+        loss_value = as_float(loss)
+        row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
+        if self.optimizer is not None:
+            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            row["scale"] = float(getattr(self.optimizer, "last_scale", 1.0))
+        if not math.isfinite(loss_value):
+            self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
+        if self.metrics and t % self.config.every == 0:
+            row.update(self._trajectory(t, pending, loss_value, grads))
+        if (
+            self.fullbatch is not None
+            and self.config.full_batch_every
+            and t % self.config.full_batch_every == 0
+        ):
+            with self._eval_context():
+                row.update(self.fullbatch.measure(self.evaluator, self._point(), grads, self.param_layers))
+        for metric in self.periodic:
+            if metric.due(t):
+                row.update(self._periodic(metric, t, pending.batch))
+        for key, value in row.items():
+            if isinstance(value, float) and math.isinf(value):
+                row[key] = math.nan
+        self._write(row)
+        return row
+
+    def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
+        needs = self.needs
+        evals = _Evaluations(sources={"g": grads, "x": self._point()})
+        finite = math.isfinite(loss)
+        if finite and self._prev is not None and needs.uses_prev:
+            evals.sources["prev"] = self._prev
+            evals.prev_loss = self._evaluate(
+                self._prev, pending, "prev_grad" if needs.prev_grad else None, evals
+            )
+        dots = {p for p in needs.dots if "dg_ref" not in p}
+        data_dots, l1, linf = reduce_vectors(
+            evals.sources, self.names, self.param_layers, dots, needs.l1, needs.linf
+        )
+        evals.sources.pop("prev_grad", None)  # free ∇ℓ(x_{t−1}) before computing ∇ℓ(x*)
+        if finite and self.reference is not None and needs.uses_ref:
+            evals.sources["ref"] = self.reference
+            evals.ref_loss = self._evaluate(
+                self.reference, pending, "ref_grad" if needs.ref_grad else None, evals
+            )
+            ref_dots = needs.dots - dots
+            data_dots.update(
+                reduce_vectors(evals.sources, self.names, self.param_layers, ref_dots, set(), set())[0]
+            )
+        data = StepData(
+            step=t,
+            epoch=self.epoch,
+            layers=self.layers,
+            loss=loss,
+            prev_loss=evals.prev_loss,
+            ref_loss=evals.ref_loss,
+            scale=float(getattr(self.optimizer, "last_scale", 1.0)),
+            scale_weight=float(getattr(self.optimizer, "last_weight", 1.0)),
+            dots=data_dots,
+            l1=l1,
+            linf=linf,
+        )
+        self._check_step(data)
+        row: dict[str, float] = {}
+        for metric in self.metrics:
+            row.update(metric.update(data))
+        return row
+
+    def _evaluate(self, point: Params, pending: _Pending, grad_key: str | None, evals: _Evaluations) -> float:
+        if grad_key is None:
+            return float(self.evaluator.loss(point, pending.batch, pending.rng))
+        loss, grad = self.evaluator.loss_and_grad(point, pending.batch, pending.rng)
+        evals.sources[grad_key] = grad
+        return float(loss)
+
+    def _check_step(self, data: StepData) -> None:
+        if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
+            self._warn("non_finite_grad", f"step {data.step}: the gradient has non-finite entries")
+        if ("dx_prev", "dx_prev") in data.dots and data.dot("dx_prev", "dx_prev") == 0.0:
+            self._warn(
+                "zero_update", f"step {data.step}: x_t = x_(t-1), so smoothness against x_(t-1) is NaN"
+            )
+
+    def _periodic(self, metric: PeriodicMetric, t: int, batch: Batch) -> dict[str, float]:
+        if self.periodic_batch is None:
+            self.periodic_batch = next(iter(self.eval_loader)) if self.eval_loader is not None else batch
+        with self._eval_context(), torch.random.fork_rng(devices=_cuda_indices(self.params)):
+            torch.manual_seed(self.config.seed)
+            return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
+
+    @contextlib.contextmanager
+    def _eval_context(self) -> Iterator[None]:
+        if not self.config.eval_mode:
+            yield
+            return
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.train(training)
+
+    def _gradients(self) -> Params:
+        grads = {name: p.grad for name, p in self.params.items()}
+        if all(g is None for g in grads.values()):
+            raise OptprobeError(
+                "no trained parameter has a .grad: call probe.end_step(loss) after loss.backward() and "
+                "before optimizer.step() / optimizer.zero_grad()"
+            )
+        return {n: torch.zeros_like(self.params[n]) if g is None else g.detach() for n, g in grads.items()}
+
+    def _point(self) -> Params:
+        return {name: p.detach() for name, p in self.params.items()}
+
+    def _snapshot_prev(self) -> None:
+        if self._prev is None:
+            self._prev = detached_copy(self.params)
+        else:
+            for name, p in self.params.items():
+                self._prev[name].copy_(p.detach())
+
+    def _warn(self, reason: str, message: str) -> None:
+        if self.warnings[reason] == 0:
+            warnings.warn(f"optprobe: {message} (further cases are only counted)", ProbeWarning, stacklevel=4)
+        self.warnings[reason] += 1
+
+    # ------------------------------------------------------------------------------- output
+    def _all_sinks(self) -> list[Sink]:
+        if self._table is None and self.run_dir is not None:
+            self._table = TableSink(self.run_dir, keep_rows=self._keep_rows)
+        return ([self._table] if self._table is not None else []) + self.sinks
+
+    def _write(self, row: dict[str, Any]) -> None:
+        for sink in self._all_sinks():
+            sink.write(row)
+        self.rows_written += 1
+        self.last_row = row
+
+    def table(self):  # -> pandas.DataFrame
+        """Every row written so far, read back from the run directory."""
+        from optprobe.sinks import read_table
+
+        if self.run_dir is None:
+            raise OptprobeError(
+                "this Probe writes no run directory (out_dir=None); read your own sinks instead"
+            )
+        return read_table(self.run_dir)
+
+    # ------------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue with identical metric values (save it with your checkpoint)."""
+        return {
+            "version": 1,
+            "step": self.step,
+            "epoch": self.epoch,
+            "rows_written": self.rows_written,
+            "metrics": [m.state_dict() for m in self.metrics],
+            "fullbatch": None if self.fullbatch is None else self.fullbatch.state_dict(),
+            "prev": None if self._prev is None else detached_copy(self._prev),
+            "warnings": dict(self.warnings),
+            "periodic_batch": self.periodic_batch,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
+        if len(state["metrics"]) != len(self.metrics):
+            raise OptprobeError(
+                f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
+                f"{len(self.metrics)}: build the Probe with the same config (and reference) as the saved run"
+            )
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.rows_written = int(state["rows_written"])
+        for metric, metric_state in zip(self.metrics, state["metrics"], strict=True):
+            metric.load_state_dict(metric_state)
+        if self.fullbatch is not None and state["fullbatch"] is not None:
+            self.fullbatch.load_state_dict(state["fullbatch"])
+        prev = state["prev"]
+        self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
+        self.warnings = Counter(state["warnings"])
+        self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
+        if self._table is not None:
+            self._table.close()
+            self._table = None
+        self._keep_rows = self.rows_written
+
+
+def _count_rows(run_dir: Path) -> int | None:
+    from optprobe.sinks import read_table
+
+    return len(read_table(run_dir)) if (run_dir / LOG_NAME).exists() else None
+
+
+def _cuda_indices(params: Mapping[str, Tensor]) -> list[int]:
+    return sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})

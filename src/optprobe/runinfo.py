@@ -1,0 +1,53 @@
+"""The run's ``run.json``: configuration, versions and environment, so a run can be reproduced."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RUN_INFO = "run.json"
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python, torch, numpy and optprobe, and the machine the run used."""
+    from optprobe import __version__
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "optprobe": __version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "argv": sys.argv,
+    }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str, allow_nan=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+
+
+def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``run.json`` (created with the environment when missing)."""
+    path = run_dir / RUN_INFO
+    info = read_run_info(run_dir) if path.exists() else {"created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    info.setdefault("environment", environment())
+    info.update(fields)
+    write_json_atomic(path, info)
+    return info

@@ -1,0 +1,98 @@
+"""The default sink: a crash-safe row log in the run directory, and a reader for it.
+
+Rows are appended to ``metrics.jsonl``, one JSON object per line, flushed after every row, so a run
+killed at any moment leaves every completed row readable; a half-written last line is ignored by
+:func:`read_table`. ``close`` also writes ``metrics.parquet`` (pyarrow installed) or ``metrics.csv``,
+atomically. Resuming truncates the log to the rows the checkpoint had written, so a resumed run
+produces the same table as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LOG_NAME = "metrics.jsonl"
+
+
+class TableSink:
+    """Appends rows to ``run_dir/metrics.jsonl``; writes a columnar copy on close."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], keep_rows: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / LOG_NAME
+        if keep_rows is None:
+            self.path.write_text("")
+        else:
+            _truncate(self.path, keep_rows)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, allow_nan=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        write_columnar(read_table(self.run_dir), self.run_dir)
+
+
+def read_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every complete row of a run (finished or not) as a DataFrame, one row per measured step."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} an optprobe run directory?")
+    return pd.DataFrame(_complete_rows(path))
+
+
+def write_columnar(table: pd.DataFrame, run_dir: Path) -> Path:
+    """Write ``metrics.parquet`` (or ``metrics.csv`` without pyarrow) via a temporary file and a rename."""
+    try:
+        import pyarrow  # noqa: F401
+
+        target, write = run_dir / "metrics.parquet", lambda p: table.to_parquet(p, index=False)
+    except ImportError:
+        target, write = run_dir / "metrics.csv", lambda p: table.to_csv(p, index=False)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    write(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def _complete_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # the write in progress when the run was killed
+            rows.append(json.loads(line))
+    return rows
+
+
+def _truncate(path: Path, keep_rows: int) -> None:
+    rows = _complete_rows(path) if path.exists() else []
+    if len(rows) < keep_rows:
+        raise ValueError(
+            f"{path} holds {len(rows)} complete rows but the checkpoint expects {keep_rows}: "
+            "the run directory does not belong to this checkpoint"
+        )
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows[:keep_rows]), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return value  # json writes NaN/Infinity, and reads them back
+    if hasattr(value, "item"):
+        return value.item()
+    return value
