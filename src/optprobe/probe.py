@@ -335,7 +335,7 @@ class Probe:
             evals.prev_loss = self._evaluate(
                 self._prev, pending, "prev_grad" if needs.prev_grad else None, evals
             )
-        dots = {p for p in needs.dots if "dg_ref" not in p}
+        dots = {p for p in needs.dots if not any(v.endswith("_ref") for v in p)}
         data_dots, l1, linf = reduce_vectors(
             evals.sources, self.names, self.param_layers, dots, needs.l1, needs.linf
         )

@@ -1,0 +1,100 @@
+"""Full-batch metrics: chunked F and ∇F, gradient noise, convexity ratio and PL ratio."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import mse_loss, train
+from torch import nn
+
+from optprobe.probe import Probe, ProbeConfig
+
+
+def _least_squares(n: int = 120, d: int = 4):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(d, generator=g, dtype=torch.float64) + 0.3 * torch.randn(
+        n, generator=g, dtype=torch.float64
+    )
+    return x, y
+
+
+def _minimizer(x: torch.Tensor, y: torch.Tensor) -> nn.Linear:
+    """The exact least-squares solution with intercept, from the normal equations."""
+    xa = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    sol = torch.linalg.lstsq(xa, y.unsqueeze(1)).solution.squeeze(1)
+    ref = nn.Linear(x.shape[1], 1).double()
+    with torch.no_grad():
+        ref.weight.copy_(sol[:-1].unsqueeze(0))
+        ref.bias.copy_(sol[-1:])
+    return ref
+
+
+def test_chunked_full_batch_matches_one_big_batch_and_closed_form_ratios(tmp_path):
+    x, y = _least_squares()
+    model = nn.Linear(4, 1).double()
+    ref = _minimizer(x, y)
+    chunks = [(x[i : i + 25], y[i : i + 25]) for i in range(0, 120, 25)]  # uneven last chunk
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    batches = [(x[i : i + 12], y[i : i + 12]) for i in range(0, 120, 12)]
+    probe = Probe(
+        model,
+        mse_loss,
+        optimizer=opt,
+        reference=ref,
+        eval_loader=chunks,
+        out_dir=tmp_path,
+        config=ProbeConfig(full_batch_every=2),
+    )
+    inner_sum = excess_sum = 0.0
+    ref_loss = float(mse_loss(ref, (x, y)).detach())
+    for batch in batches:
+        probe.begin_step(batch)
+        opt.zero_grad()
+        loss = mse_loss(model, batch)
+        loss.backward()
+        g_t = [p.grad.clone() for p in model.parameters()]
+        row = probe.end_step(loss)
+        if row is not None and "full_loss" in row:
+            full = mse_loss(model, (x, y))
+            grads = torch.autograd.grad(full, list(model.parameters()))
+            gnorm_sq = sum(float((g**2).sum()) for g in grads)
+            inner_sum += sum(
+                float((g * (p - r)).sum().detach())
+                for g, p, r in zip(grads, model.parameters(), ref.parameters(), strict=True)
+            )
+            excess_sum += full.item() - ref_loss
+            assert row["full_loss"] == pytest.approx(full.item(), rel=1e-12)
+            assert row["full_grad_norm"] == pytest.approx(gnorm_sq**0.5, rel=1e-10)
+            noise = sum(float(((a - b) ** 2).sum()) for a, b in zip(g_t, grads, strict=True)) ** 0.5
+            assert row["grad_std"] == pytest.approx(noise, rel=1e-10)
+            assert row["ref_full_loss"] == pytest.approx(ref_loss, rel=1e-12)
+            assert row["convexity_ratio"] == pytest.approx(inner_sum / excess_sum, rel=1e-9)
+            assert row["pl_ratio"] == pytest.approx(0.5 * gnorm_sq / (full.item() - ref_loss), rel=1e-9)
+        opt.step()
+    probe.end_epoch()
+    probe.close()
+    table = probe.table()
+    assert (table["convexity_ratio"].dropna() >= 1.0).all()
+    assert table["event"].iloc[-1] == "epoch_end" and table["grad_std"].isna().iloc[-1]
+
+
+def test_empty_eval_loader_is_a_clear_error(tmp_path):
+    from optprobe.errors import OptprobeError
+
+    model = nn.Linear(4, 1).double()
+    x, y = _least_squares()
+    probe = Probe(model, mse_loss, eval_loader=[], out_dir=tmp_path)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    with pytest.raises(OptprobeError, match="yielded no batch"):
+        train(model, mse_loss, [(x, y)], opt, probe)
+
+
+def test_eval_mode_switches_only_during_full_batch_passes(tmp_path):
+    x, y = _least_squares()
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1)).double()
+    probe = Probe(model, mse_loss, eval_loader=[(x, y)], out_dir=tmp_path, config=ProbeConfig(eval_mode=True))
+    train(model, mse_loss, [(x, y)], torch.optim.SGD(model.parameters(), lr=0.01), probe)
+    assert model.training
+    model.eval()
+    assert probe.table()["full_loss"].iloc[-1] == pytest.approx(mse_loss(model, (x, y)).item(), rel=1e-12)
