@@ -60,6 +60,7 @@ from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
 
 FAMILIES = ("convexity", "smoothness", "correlation", "norms")
+_SCRATCH = frozenset({"prev", "prev_grad", "ref_grad"})
 
 
 @dataclass

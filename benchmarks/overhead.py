@@ -1,0 +1,149 @@
+"""Probe overhead next to plain training, measured side by side in one run.
+
+Prints, for an MLP and a small CNN, the wall-time ratio probe/plain for
+  (a) the full trajectory set every step, (b) gaps only, (c) the full set every 10 steps,
+and the peak-memory overhead in units of the model's parameter size (each mode in a fresh
+subprocess, peak RSS on CPU or peak allocated memory on CUDA).
+
+Modes are interleaved round by round and each ratio is a median over rounds, so drifting machine
+load affects plain and probed runs alike. Targets (issue 2): (a) ≤ 2.1×, (b) ≤ 1.45×, (c) ≤ 1.15×,
+memory ≤ 2 parameter copies.
+
+    python benchmarks/overhead.py [--steps 30] [--rounds 5] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from optprobe.probe import Probe, ProbeConfig
+
+MODES = {
+    "plain": None,
+    "(a) full set, every step": ProbeConfig(),
+    "(b) gaps only, every step": ProbeConfig(metrics=("convexity",)),
+    "(c) full set, every 10 steps": ProbeConfig(every=10),
+}
+TARGETS = {
+    "(a) full set, every step": 2.1,
+    "(b) gaps only, every step": 1.45,
+    "(c) full set, every 10 steps": 1.15,
+}
+
+
+def make_model(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model and one batch (inputs, labels) of the benchmark."""
+    if name == "mlp":
+        model = nn.Sequential(
+            nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+        )
+        return model, torch.randn(256, 784), torch.randint(0, 10, (256,))
+    if name == "cnn":
+        model = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10),
+        )  # fmt: skip
+        return model, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    raise SystemExit(f"unknown model {name!r}; choose mlp or cnn")
+
+
+def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0) -> float:
+    """Seconds for ``steps`` training steps of ``model_name`` under ``mode``."""
+    torch.manual_seed(seed)
+    model, x, y = make_model(model_name)
+    model.to(device)
+    batch = (x.to(device), y.to(device))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    config = MODES[mode]
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            if probe is not None:
+                probe.begin_step(batch)
+            opt.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            if probe is not None:
+                probe.end_step(loss)
+            opt.step()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if probe is not None:
+            probe.close()
+    return elapsed
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_memory(model_name: str, mode: str, steps: int, device: str) -> float:
+    """Peak memory in bytes of a fresh process training under ``mode`` (RSS on CPU, allocated on CUDA)."""
+    code = (
+        "import json, resource, sys, torch; sys.path.insert(0, 'benchmarks'); import overhead as o;"
+        f"o.run_steps({model_name!r}, {mode!r}, {steps}, {device!r});"
+        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() and "
+        f"{device!r}.startswith('cuda') else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
+    args = parser.parse_args()
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.steps} steps x {args.rounds} rounds"
+    )
+    for name in args.models:
+        n_params = sum(p.numel() for p in make_model(name)[0].parameters())
+        param_bytes = 4 * n_params
+        for mode in MODES:  # warm-up: allocator, kernels, first-call overheads
+            run_steps(name, mode, 3, args.device)
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        for r in range(args.rounds):
+            for mode in MODES:
+                times[mode].append(run_steps(name, mode, args.steps, args.device, seed=r))
+        plain = statistics.median(times["plain"])
+        print(f"\n{name}: {n_params / 1e6:.2f}M parameters, plain step {1e3 * plain / args.steps:.2f} ms")
+        base_mem = None if args.no_memory else peak_memory(name, "plain", 12, args.device)
+        for mode in MODES:
+            if mode == "plain":
+                continue
+            ratio = statistics.median(t / p for t, p in zip(times[mode], times["plain"], strict=True))
+            verdict = "ok" if ratio <= TARGETS[mode] else "ABOVE TARGET"
+            line = f"  {mode:<30} time x{ratio:5.2f}  (target <= {TARGETS[mode]}, {verdict})"
+            if base_mem is not None:
+                mem = peak_memory(name, mode, 12, args.device)
+                copies = (mem - base_mem) / param_bytes
+                line += f"   peak memory x{mem / base_mem:5.2f}, +{copies:4.2f} param copies"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
