@@ -1,0 +1,137 @@
+"""The ``optprobe`` command: run experiments, list them, build reports, compare runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from optprobe.errors import OptprobeError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except OptprobeError as exc:
+        print(f"optprobe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\noptprobe: interrupted. Every completed step is in the run directory; run the same command "
+            "again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optprobe", description="Test optimization theory against real training runs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run experiments (default: the default suite) and build the report")
+    run.add_argument(
+        "experiments", nargs="*", help="names from `optprobe list`, or paths to experiment TOML files"
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every run (runs.LABEL.KEY=VALUE for one run); repeatable",
+    )
+    run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default: runs)")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    run.add_argument("--seed", type=int, default=None, help="seed of every run (default: the config's)")
+    run.add_argument("--quick", action="store_true", help="small settings for a smoke test (used in CI)")
+    run.add_argument("--no-report", action="store_true", help="skip building the HTML report")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.set_defaults(handler=_run)
+
+    lst = sub.add_parser("list", help="list the named experiments")
+    lst.set_defaults(handler=_list)
+
+    report = sub.add_parser("report", help="build the HTML report and figures of run directories")
+    report.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    report.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: the first folder given)"
+    )
+    report.set_defaults(handler=_report)
+
+    compare = sub.add_parser("compare", help="one line per run: final values and verdicts")
+    compare.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    compare.set_defaults(handler=_compare)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from optprobe.experiments.registry import DEFAULT_SUITE, get_experiment
+    from optprobe.experiments.runner import Divergence, run_experiment
+
+    _check_device(args.device)
+    names = args.experiments or list(DEFAULT_SUITE)
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    experiments = [get_experiment(name, overrides, args.quick) for name in names]  # validate all first
+    start = time.perf_counter()
+    run_dirs: list[Path] = []
+    for experiment in experiments:
+        print(f"== {experiment.name}: {experiment.title}", flush=True)
+        try:
+            run_dirs += run_experiment(experiment, args.out, args.device, progress=not args.no_progress)
+        except Divergence as exc:
+            print(f"optprobe: {exc}", file=sys.stderr)
+    print(f"{len(run_dirs)} runs in {time.perf_counter() - start:.0f} s, in {args.out}/")
+    if not args.no_report and run_dirs:
+        from optprobe.report import build_report
+
+        path = build_report(run_dirs, args.out)
+        print(f"report: {path}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from optprobe.experiments.registry import DEFAULT_SUITE, experiment_names, get_experiment
+
+    for name in experiment_names():
+        experiment = get_experiment(name)
+        mark = "*" if name in DEFAULT_SUITE else " "
+        print(f"{mark} {name:<22} ~{experiment.minutes:>4.1f} min  {experiment.title}")
+    print("\n* in the default suite (`optprobe run` with no experiment); times are laptop-CPU estimates")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from optprobe.report import build_report, find_run_dirs
+
+    run_dirs = find_run_dirs(args.runs)
+    path = build_report(run_dirs, args.out or args.runs[0])
+    print(f"report: {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from optprobe.report import compare, find_run_dirs
+
+    print(compare(find_run_dirs(args.runs)).to_string(index=False))
+    return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptprobeError(
+            f"--device {device} asked for CUDA, but this torch build sees no GPU; use --device cpu"
+        )
+    if not device.startswith(("cpu", "cuda", "mps")):
+        raise OptprobeError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Experiment configuration: typed dataclasses, TOML loading and ``--set key=value`` overrides.
+
+An experiment file holds a ``[defaults]`` table shared by every run and one ``[[runs]]`` table per
+compared run (an optimizer, a schedule, a seed …). Every key is type-checked against the dataclass
+below, so a typo or a wrong type is an error that names the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from optprobe.errors import OptprobeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class CurvatureSpec:
+    """One periodic curvature metric: ``name`` of ``optprobe.metrics.curvature`` and its options."""
+
+    name: str = "sharpness"
+    every: int = 50
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeSettings:
+    """The Probe's configuration, as in :class:`optprobe.probe.ProbeConfig`."""
+
+    metrics: list[str] = field(default_factory=lambda: ["convexity", "smoothness", "correlation", "norms"])
+    every: int = 1
+    betas: list[float] = field(default_factory=lambda: [0.99])
+    window: str = "epoch"
+    per_layer: bool = False
+    full_batch_every: int = 0
+    full_batch_at_epoch_end: bool = True
+    eval_mode: bool = False
+
+
+@dataclass
+class RunConfig:
+    """One training run of an experiment."""
+
+    label: str = "run"
+    task: str = "least_squares"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    random_scaling: bool = False
+    schedule: str = "constant"
+    epochs: int = 1
+    max_steps: int = 0
+    batch_size: int = 0
+    eval_size: int = 0
+    seed: int = 0
+    reference: str = "none"
+    pilot_epochs: int = 0
+    checkpoint_every: int = 200
+    on_divergence: str = "stop"
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    curvature: list[CurvatureSpec] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    """A named experiment: what it tests, the finding it reproduces, and the runs it compares."""
+
+    name: str
+    order: int = 99
+    title: str = ""
+    finding: str = ""
+    minutes: float = 1.0
+    defaults: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunConfig] = field(default_factory=list)
+
+
+SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
+REFERENCES = ("none", "minimizer", "pilot", "pilot_other_seed")
+DIVERGENCE_POLICIES = ("stop", "skip")
+
+
+def load_experiment(path: str | Path, overrides: list[str] = (), quick: bool = False) -> ExperimentConfig:
+    """Read an experiment TOML file, apply ``quick`` settings and ``--set`` overrides, and validate it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OptprobeError(f"experiment file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise OptprobeError(f"{path} is not valid TOML: {exc}") from None
+    return experiment_from_dict(raw, overrides, quick, source=str(path))
+
+
+def experiment_from_dict(
+    raw: dict[str, Any], overrides: list[str] = (), quick: bool = False, source: str = "config"
+) -> ExperimentConfig:
+    """Build a validated :class:`ExperimentConfig` from parsed TOML (see :func:`load_experiment`)."""
+    raw = dict(raw)
+    run_tables = raw.pop("runs", None) or [{}]
+    header = _build(ExperimentConfig, {**raw, "runs": []}, source)
+    shared = dict(header.defaults)
+    if quick:
+        shared = _merge(shared, header.quick)
+    run_overrides, per_label = _parse_overrides(overrides)
+    runs = []
+    for i, table in enumerate(run_tables):
+        if not isinstance(table, dict):
+            raise OptprobeError(f"{source}: runs[{i}] must be a table, got {type(table).__name__}")
+        merged = _merge(shared, table)
+        if quick and isinstance(table.get("quick"), dict):
+            merged = _merge(merged, table["quick"])
+        merged.pop("quick", None)
+        merged = _merge(merged, run_overrides)
+        label = str(merged.get("label", f"run{i}"))
+        merged = _merge(merged, per_label.pop(label, {}))
+        runs.append(_build(RunConfig, merged, f"{source}: run {label!r}"))
+    if per_label:
+        labels = [r.label for r in runs]
+        unknown = next(iter(per_label))
+        raise OptprobeError(
+            f"--set names run {unknown!r}, which {header.name!r} does not have; runs: {labels}"
+        )
+    for run in runs:
+        _check_choices(run, source)
+    header.runs = runs
+    return header
+
+
+def _check_choices(run: RunConfig, source: str) -> None:
+    for value, allowed, key in (
+        (run.schedule, SCHEDULES, "schedule"),
+        (run.reference, REFERENCES, "reference"),
+    ):
+        if value not in allowed:
+            raise OptprobeError(f"{source}: run {run.label!r}: {key} must be one of {allowed}, got {value!r}")
+    for name in ("epochs", "max_steps", "batch_size", "eval_size", "pilot_epochs"):
+        if getattr(run, name) < 0:
+            raise OptprobeError(f"{source}: run {run.label!r}: {name} must be ≥ 0, got {getattr(run, name)}")
+    if run.checkpoint_every < 1:
+        raise OptprobeError(
+            f"{source}: run {run.label!r}: checkpoint_every must be ≥ 1, got {run.checkpoint_every}"
+        )
+    if run.lr <= 0:
+        raise OptprobeError(f"{source}: run {run.label!r}: lr must be > 0, got {run.lr}")
+    if run.epochs == 0 and run.max_steps == 0:
+        raise OptprobeError(f"{source}: run {run.label!r}: set epochs or max_steps to a positive number")
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``key=value`` → nested dict; ``runs.LABEL.key=value`` goes to that run only. Values are TOML."""
+    shared: dict[str, Any] = {}
+    per_label: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise OptprobeError(f"--set expects key=value (e.g. lr=0.01 or probe.every=5), got {item!r}")
+        value = _parse_value(text.strip())
+        parts = key.strip().split(".")
+        target = shared
+        if parts[0] == "runs":
+            if len(parts) < 3:
+                raise OptprobeError(f"--set {item!r}: a per-run override reads runs.LABEL.key=value")
+            target = per_label.setdefault(parts[1], {})
+            parts = parts[2:]
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return shared, per_label
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word such as adamw or cosine
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, checking every key and type."""
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise OptprobeError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise OptprobeError(f"{where} must be a table, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise OptprobeError(f"{where} must be a list, got {value!r}")
+        return [_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise OptprobeError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (
+        isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    ):
+        return value
+    raise OptprobeError(f"{where} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -1,0 +1,302 @@
+"""Runs an experiment's training runs with a Probe attached: resumable, seeded, with progress bars.
+
+Each run writes ``OUT/<experiment>/<label>/`` (the Probe's table and ``run.json``) and keeps a
+``checkpoint.pt`` (model, optimizer, scheduler, Probe state, RNG, position in the epoch) every
+``checkpoint_every`` steps and on Ctrl-C, so running the same command again resumes where it
+stopped and produces the same table as an uninterrupted run (CPU, fixed seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from optprobe.errors import OptprobeError
+from optprobe.evaluation import Batch
+from optprobe.experiments.config import ExperimentConfig, RunConfig
+from optprobe.experiments.tasks import Task, build_task
+from optprobe.optim import build_optimizer
+from optprobe.probe import Probe, ProbeConfig
+from optprobe.runinfo import read_run_info
+
+CHECKPOINT = "checkpoint.pt"
+EVAL_CHUNK = 1024
+
+
+class Divergence(RuntimeError):
+    """The training loss became NaN or infinite (recorded in the run's table before stopping)."""
+
+
+def run_experiment(
+    experiment: ExperimentConfig, out_dir: str | os.PathLike[str], device: str = "cpu", progress: bool = True
+) -> list[Path]:
+    """Run (or resume) every run of ``experiment``; returns their run directories."""
+    root = Path(out_dir) / experiment.name
+    return [run_one(run, root / run.label, experiment, device, progress) for run in experiment.runs]
+
+
+def run_one(
+    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True
+) -> Path:
+    """Train one run with the Probe attached; skips a finished run and resumes an interrupted one."""
+    if (run_dir / "run.json").exists() and read_run_info(run_dir).get("finished"):
+        return run_dir
+    task = build_task(run.task, **run.task_options)
+    torch.manual_seed(run.seed)
+    model = task.model_fn().to(device)
+    reference = _reference(run, task, run_dir.parent / "_cache", device)
+    optimizer = build_optimizer(
+        run.optimizer,
+        model.parameters(),
+        random_scaling=run.random_scaling,
+        lr=run.lr,
+        **run.optimizer_options,
+    )
+    steps_per_epoch = _steps_per_epoch(run, task)
+    total_steps = run.max_steps or run.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.schedule, total_steps))
+    checkpoint = run_dir / CHECKPOINT
+    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    probe = Probe(
+        model,
+        task.loss_fn,
+        config=_probe_config(run),
+        optimizer=optimizer,
+        reference=reference,
+        eval_loader=_eval_loader(run, task, device),
+        periodic=_curvature(run),
+        out_dir=run_dir,
+        if_exists="resume" if state is not None else "overwrite",
+        run_info={
+            "experiment": experiment.name,
+            "finding": experiment.finding,
+            "label": run.label,
+            "task": run.task,
+            "optimizer": run.optimizer,
+            "lr": run.lr,
+            "seed": run.seed,
+            "full_batch": run.batch_size == 0 and task.batch_size == 0,
+            "random_scaling": run.random_scaling,
+            "run_config": asdict(run),
+        },
+    )
+    step, epoch, skip = 0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        probe.load_state_dict(state["probe"])
+        torch.set_rng_state(state["rng"])
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+
+    def save(batch_in_epoch: int) -> None:
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "probe": probe.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+            },
+            checkpoint,
+        )
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"{experiment.name}/{run.label}", disable=not progress)
+    batch_in_epoch = skip
+    try:
+        while step < total_steps:
+            for batch in itertools.islice(_train_batches(run, task, epoch, device), batch_in_epoch, None):
+                loss = _train_step(model, task, optimizer, probe, batch)
+                scheduler.step()
+                step, batch_in_epoch = step + 1, batch_in_epoch + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if not math.isfinite(loss) and run.on_divergence == "stop":
+                    raise Divergence(
+                        f"{experiment.name}/{run.label}: the loss is {loss} at step {step - 1}; the table "
+                        "holds every step up to it. Lower lr, or set on_divergence='skip' to skip such steps"
+                    )
+                if step % run.checkpoint_every == 0:
+                    save(batch_in_epoch)
+                if step >= total_steps:
+                    break
+            if batch_in_epoch == steps_per_epoch:
+                probe.end_epoch()
+                epoch, batch_in_epoch = epoch + 1, 0
+        save(batch_in_epoch)
+    except KeyboardInterrupt:
+        save(batch_in_epoch)
+        raise
+    finally:
+        bar.close()
+        probe.close()
+    return run_dir
+
+
+def _train_step(
+    model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, probe: Probe, batch: Batch
+) -> float:
+    probe.begin_step(batch)
+    optimizer.zero_grad()
+    loss = task.loss_fn(model, batch)
+    loss.backward()
+    probe.end_step(loss)
+    value = float(loss.detach())
+    if math.isfinite(value):
+        optimizer.step()
+    return value
+
+
+def _steps_per_epoch(run: RunConfig, task: Task) -> int:
+    size = run.batch_size or task.batch_size or len(task.train)
+    return math.ceil(len(task.train) / size)
+
+
+def _train_batches(run: RunConfig, task: Task, epoch: int, device: str) -> Iterator[Batch]:
+    """The epoch's minibatches, shuffled by a generator seeded from (seed, epoch): a resumed epoch
+    yields the same batches in the same order."""
+    size = run.batch_size or task.batch_size or len(task.train)
+    full_batch = size >= len(task.train)
+    generator = torch.Generator().manual_seed(1_000_003 * run.seed + epoch)
+    loader = DataLoader(task.train, batch_size=size, shuffle=not full_batch, generator=generator)
+    for batch in loader:
+        yield _to_device(batch, device)
+
+
+def _eval_loader(run: RunConfig, task: Task, device: str) -> list[Batch] | None:
+    """Chunks of the evaluation set (on the device once), or None when no full-batch metric is asked."""
+    settings = run.probe
+    if not (settings.full_batch_every or settings.full_batch_at_epoch_end) and not run.curvature:
+        return None
+    data: Dataset = task.eval if task.eval is not None else task.train
+    if run.eval_size and run.eval_size < len(data):
+        data = Subset(data, range(run.eval_size))
+    return [_to_device(b, device) for b in DataLoader(data, batch_size=EVAL_CHUNK, shuffle=False)]
+
+
+def _to_device(batch: Batch, device: str) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    return type(batch)(_to_device(b, device) for b in batch) if isinstance(batch, (list, tuple)) else batch
+
+
+def _probe_config(run: RunConfig) -> ProbeConfig:
+    s = run.probe
+    return ProbeConfig(
+        metrics=tuple(s.metrics),
+        every=s.every,
+        betas=tuple(s.betas),
+        window=s.window,
+        per_layer=s.per_layer,
+        full_batch_every=s.full_batch_every,
+        full_batch_at_epoch_end=s.full_batch_at_epoch_end,
+        seed=run.seed,
+        eval_mode=s.eval_mode,
+    )
+
+
+def _curvature(run: RunConfig) -> list[Any]:
+    if not run.curvature:
+        return []
+    from optprobe.metrics import curvature
+
+    metrics = []
+    for spec in run.curvature:
+        cls = curvature.PERIODIC_METRICS.get(spec.name)
+        if cls is None:
+            raise OptprobeError(
+                f"run {run.label!r}: unknown curvature metric {spec.name!r}; "
+                f"choose from {', '.join(curvature.PERIODIC_METRICS)}"
+            )
+        metrics.append(cls(every=spec.every, **spec.options))
+    return metrics
+
+
+def _schedule(name: str, total_steps: int):  # -> Callable[[int], float]
+    """Learning-rate multiplier per step: constant, cosine, step (÷10 at 50% and 75%), warmup_cosine."""
+    total = max(total_steps, 1)
+    warmup = max(1, total // 20)
+    if name == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    if name == "step":
+        return lambda s: 0.1 ** ((s >= total // 2) + (s >= 3 * total // 4))
+    if name == "warmup_cosine":
+        return lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        )
+    return lambda s: 1.0
+
+
+def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str, torch.Tensor] | None:
+    """x*: the task's exact minimizer, or the final iterate of a pilot run (cached across runs)."""
+    if run.reference == "none":
+        return None
+    if run.reference == "minimizer":
+        if task.reference is None:
+            raise OptprobeError(f"task {run.task!r} has no closed-form minimizer; use reference = 'pilot'")
+        return task.reference
+    seed = run.seed + (1 if run.reference == "pilot_other_seed" else 0)
+    pilot = RunConfig(**{**asdict(run), "probe": run.probe, "curvature": []})
+    pilot.seed, pilot.label = seed, "pilot"
+    pilot.epochs = run.pilot_epochs or run.epochs
+    key = _config_key(pilot)
+    path = cache / f"pilot-{key}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    torch.manual_seed(seed)
+    model = task.model_fn().to(device)
+    optimizer = build_optimizer(
+        pilot.optimizer,
+        model.parameters(),
+        random_scaling=pilot.random_scaling,
+        lr=pilot.lr,
+        **pilot.optimizer_options,
+    )
+    steps = pilot.max_steps or pilot.epochs * _steps_per_epoch(pilot, task)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(pilot.schedule, steps))
+    done = 0
+    for epoch in itertools.count():
+        for batch in _train_batches(pilot, task, epoch, device):
+            optimizer.zero_grad()
+            task.loss_fn(model, batch).backward()
+            optimizer.step()
+            scheduler.step()
+            done += 1
+            if done >= steps:
+                break
+        if done >= steps:
+            break
+    state = {k: v.detach().cpu() for k, v in model.named_parameters()}
+    cache.mkdir(parents=True, exist_ok=True)
+    _save_atomic(state, path)
+    return state
+
+
+def _config_key(run: RunConfig) -> str:
+    fields = {
+        k: v for k, v in asdict(run).items() if k not in ("label", "probe", "curvature", "checkpoint_every")
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
