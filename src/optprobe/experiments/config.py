@@ -109,6 +109,8 @@ def experiment_from_dict(
     """Build a validated :class:`ExperimentConfig` from parsed TOML (see :func:`load_experiment`)."""
     raw = dict(raw)
     run_tables = raw.pop("runs", None) or [{}]
+    if not isinstance(run_tables, list):
+        raise OptprobeError(f"{source}: runs must be an array of tables ([[runs]]), got {run_tables!r}")
     header = _build(ExperimentConfig, {**raw, "runs": []}, source)
     shared = dict(header.defaults)
     if quick:

@@ -1,0 +1,97 @@
+"""Experiment configs: typed loading, overrides, and clear errors for every malformed input."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optprobe.errors import OptprobeError
+from optprobe.experiments.config import experiment_from_dict, load_experiment
+
+BASE = {
+    "name": "demo",
+    "defaults": {"task": "least_squares", "optimizer": "sgd", "lr": 0.1, "epochs": 2},
+    "quick": {"epochs": 1},
+    "runs": [{"label": "a"}, {"label": "b", "lr": 0.2, "probe": {"every": 5}}],
+}
+
+
+def test_defaults_runs_quick_and_overrides_merge_in_that_order():
+    exp = experiment_from_dict(
+        BASE, ["probe.per_layer=true", "runs.b.lr=0.3", "task_options.n=64"], quick=True
+    )
+    a, b = exp.runs
+    assert (a.lr, b.lr) == (0.1, 0.3)
+    assert a.epochs == b.epochs == 1
+    assert b.probe.every == 5 and a.probe.every == 1
+    assert a.probe.per_layer and b.probe.per_layer
+    assert a.task_options == {"n": 64}
+    assert isinstance(a.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["lr=fast"], "lr must be of type float"),
+        (["epochz=3"], "did you mean 'epochs'"),
+        (["probe.evry=3"], "did you mean 'every'"),
+        (["lr"], "expects key=value"),
+        (["runs.zzz.lr=0.1"], "does not have"),
+        (["schedule=linear"], "schedule must be one of"),
+        (["lr=-1"], "lr must be > 0"),
+        (["epochs=0"], "set epochs or max_steps"),
+        (["probe.metrics=[1, 2]"], r"metrics\[0\] must be of type str"),
+        (["random_scaling=1"], "random_scaling must be of type bool"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_what_was_expected(overrides, message):
+    with pytest.raises(OptprobeError, match=message):
+        experiment_from_dict(BASE, overrides)
+
+
+def test_malformed_toml_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = 'x'\n[defaults\nlr = 1\n")
+    with pytest.raises(OptprobeError, match="not valid TOML"):
+        load_experiment(path)
+    with pytest.raises(OptprobeError, match="does not exist"):
+        load_experiment(tmp_path / "missing.toml")
+
+
+_values = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=8))
+_keys = st.sampled_from(["lr", "epochs", "seed", "probe.every", "probe.betas", "schedule", "zz", "task", ""])
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=_keys, value=_values)
+def test_fuzzed_overrides_either_apply_or_raise_optprobe_error(key, value):
+    text = (
+        str(value).lower()
+        if isinstance(value, bool)
+        else repr(value)
+        if isinstance(value, str)
+        else str(value)
+    )
+    try:
+        exp = experiment_from_dict(BASE, [f"{key}={text}"])
+    except OptprobeError:
+        return
+    assert len(exp.runs) == 2
+
+
+_tables = st.dictionaries(
+    st.sampled_from(["task", "lr", "epochs", "label", "probe", "schedule"]), _values, max_size=3
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["defaults", "runs", "quick", "title", "minutes", "order", "x"]),
+    value=st.one_of(_values, _tables, st.lists(st.one_of(_tables, _values), max_size=3)),
+)
+def test_fuzzed_experiment_tables_never_crash_with_anything_but_optprobe_error(key, value):
+    with contextlib.suppress(OptprobeError):
+        experiment_from_dict({"name": "fuzz", key: value})
