@@ -156,8 +156,7 @@ class Evaluator:
         with self.replay(rng), torch.enable_grad():
             loss = self.loss_at(leaves, batch)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        pairs = zip(leaves.items(), grads, strict=True)
-        return loss.detach(), {name: torch.zeros_like(p) if g is None else g for (name, p), g in pairs}
+        return loss.detach(), _contiguous_grads(leaves, list(grads))
 
     def full_loss_and_grad(
         self, params: Mapping[str, Tensor], loader: Iterable[Batch], seed: int = 0, with_grad: bool = True
@@ -193,6 +192,19 @@ class Evaluator:
             )
         grad_mean = None if total_grad is None else {k: g.div_(count) for k, g in total_grad.items()}
         return total_loss / count, grad_mean, count
+
+
+def _contiguous_grads(leaves: Mapping[str, Tensor], grads: list[Tensor | None]) -> Params:
+    """Gradients laid out like their parameters (autograd may return transposed views), zeros for unused.
+
+    Converted one tensor at a time, dropping each original at once, so the peak stays one tensor above
+    the gradient itself; flattening a transposed view later would copy every tensor.
+    """
+    out: Params = {}
+    for i, (name, p) in enumerate(leaves.items()):
+        g, grads[i] = grads[i], None
+        out[name] = torch.zeros_like(p) if g is None else g.contiguous()
+    return out
 
 
 def _cuda_devices(params: Mapping[str, Tensor]) -> list[int]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from optprobe.metrics.base import LayerSums
 
 Sources = Mapping[str, Mapping[str, Tensor]]
+_SLICE = 1 << 20
 # vector -> (minuend, subtrahend) sources, or a single source
 _REQUIRES = {
     "g": ("g",),
@@ -75,8 +76,8 @@ def reduce_vectors(
         for kind, key in keys:
             if kind == "dot":
                 row.append(torch.dot(vec(key[0]), vec(key[1])))
-            elif kind == "l1":
-                row.append(vec(key).abs().sum())
+            elif kind == "l1":  # in slices: |v| of a whole large tensor would be a tensor-sized temporary
+                row.append(sum(piece.abs().sum() for piece in vec(key).split(_SLICE)))
             elif vec(key).numel():  # aminmax is one fast pass; vector_norm(ord=inf) is ~20x slower on CPU
                 low, high = torch.aminmax(vec(key))
                 row.append(torch.maximum(-low, high))

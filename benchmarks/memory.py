@@ -1,0 +1,107 @@
+"""Probe memory overhead on a ~50M-parameter model, in units of one parameter copy.
+
+Each configuration trains a few steps in a fresh subprocess and reports its peak memory (peak RSS on
+CPU, peak allocated on CUDA); the overhead of the probe is (peak with probe − peak without) / bytes
+of one parameter copy. Target (issues 2 and 7): ≤ 2 copies (x_{t−1} and ∇ℓ(x_{t−1}, z_t)).
+
+    python benchmarks/memory.py [--width 2048] [--depth 12] [--device cpu]
+
+Beyond the two copies, the passes hold transient temporaries of about the size of the largest
+parameter tensor, so models made of a few huge tensors see a little more (4096x4 MLP: +2.65 copies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+import torch
+from torch import nn
+
+from optprobe.probe import Probe, ProbeConfig
+
+CONFIGS = {
+    "plain": None,
+    "full trajectory set": ProbeConfig(),
+    "gaps only": ProbeConfig(metrics=("convexity",)),
+}
+
+
+def build(width: int, depth: int) -> nn.Module:
+    layers: list[nn.Module] = [nn.Linear(784, width), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def measure(config_name: str, width: int, depth: int, device: str, steps: int = 4) -> float:
+    """Train ``steps`` steps under ``config_name`` in this process; return its peak memory in bytes."""
+    torch.manual_seed(0)
+    model = build(width, depth).to(device)
+    batch = (torch.randn(64, 784, device=device), torch.randint(0, 10, (64,), device=device))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    config = CONFIGS[config_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
+        for _ in range(steps):
+            if probe is not None:
+                probe.begin_step(batch)
+            opt.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            if probe is not None:
+                probe.end_step(loss)
+            opt.step()
+        peak = _peak(device)  # before close(): writing the parquet copy of the table is not training overhead
+        if probe is not None:
+            probe.close()
+    return peak
+
+
+def _peak(device: str) -> float:
+    if device.startswith("cuda"):
+        return float(torch.cuda.max_memory_allocated())
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.width, args.depth, args.device)))
+        return
+    n_params = sum(p.numel() for p in build(args.width, args.depth).parameters())
+    copy_bytes = 4 * n_params
+    print(f"model: {n_params / 1e6:.1f}M parameters ({copy_bytes / 2**20:.0f} MiB per copy), {args.device}")
+    # glibc keeps freed heap chunks mapped; serving every allocation over 1 MiB by mmap makes peak RSS
+    # follow live memory instead of the allocator's fragmentation (the same for every configuration)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
+    peaks = {}
+    for name in CONFIGS:
+        size = ["--width", str(args.width), "--depth", str(args.depth), "--device", args.device]
+        cmd = [sys.executable, __file__, "--child", name, *size]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        peaks[name] = float(out.stdout.strip().splitlines()[-1])
+    for name, peak in peaks.items():
+        extra = (peak - peaks["plain"]) / copy_bytes
+        note = "" if name == "plain" else f"  probe overhead {extra:+.2f} parameter copies (target <= 2)"
+        print(f"  {name:<20} peak {peak / 2**20:8.0f} MiB{note}")
+
+
+if __name__ == "__main__":
+    main()
