@@ -54,6 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(handler=_run)
 
+    sweep = sub.add_parser("sweep", help="run an experiment over a grid of settings and seeds")
+    sweep.add_argument("experiment", help="a name from `optprobe list` or an experiment TOML file")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="values to try, e.g. lr=1e-4,3e-4,1e-3; repeatable (the grid is their product)",
+    )
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point (default 1)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--executor", default="local", choices=["local", "ray"], help="process pool or Ray")
+    sweep.add_argument("--workers", type=int, default=None, help="parallel runs (local executor)")
+    sweep.add_argument("--criterion", default="loss", help="table column to minimise (default: loss)")
+    sweep.add_argument("--out", type=Path, default=Path("runs"))
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--quick", action="store_true")
+    sweep.add_argument("--no-report", action="store_true")
+    sweep.set_defaults(handler=_sweep)
+
     lst = sub.add_parser("list", help="list the named experiments")
     lst.set_defaults(handler=_list)
 
@@ -92,6 +112,23 @@ def _run(args: argparse.Namespace) -> int:
 
         path = build_report(run_dirs, args.out)
         print(f"report: {path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from optprobe.experiments.sweep import best_settings, expand, parse_grid, run_sweep
+
+    _check_device(args.device)
+    grid = parse_grid(args.grid)
+    experiment = expand(args.experiment, grid, args.seeds, args.overrides, args.quick)
+    print(f"== {experiment.name}: {len(experiment.runs)} runs on the {args.executor} executor", flush=True)
+    run_dirs = run_sweep(experiment, args.out, args.executor, args.workers, args.device)
+    best = best_settings(run_dirs, list(grid), args.criterion)
+    print(best.to_string(index=False))
+    if not args.no_report:
+        from optprobe.report import build_report
+
+        print(f"report: {build_report(run_dirs, args.out / experiment.name)}")
     return 0
 
 
