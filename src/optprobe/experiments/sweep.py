@@ -99,7 +99,7 @@ def _run_on_ray(jobs: list[tuple[RunConfig, Path, ExperimentConfig, str]]) -> li
 def best_settings(
     run_dirs: Sequence[Path], grid_keys: Sequence[str], criterion: str = "loss"
 ) -> pd.DataFrame:
-    """Per optimizer, each grid point's criterion (mean of the last 10% of steps, mean over seeds); best first.
+    """Per optimizer and grid point: the criterion (mean of the last 10% of rows) over seeds; best first.
 
     The criterion is any table column, lower is better (``loss``, ``full_loss``, …).
     """
