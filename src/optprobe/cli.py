@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run.add_argument("--seed", type=int, default=None, help="seed of every run (default: the config's)")
     run.add_argument("--quick", action="store_true", help="small settings for a smoke test (used in CI)")
+    run.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="reproduce the run recorded in RUN_DIR/run.json (into --out)",
+    )
     run.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(handler=_run)
@@ -91,13 +99,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optprobe.experiments.registry import DEFAULT_SUITE, get_experiment
+    from optprobe.experiments.registry import DEFAULT_SUITE, experiment_from_run_dir, get_experiment
     from optprobe.experiments.runner import Divergence, run_experiment
 
     _check_device(args.device)
-    names = args.experiments or list(DEFAULT_SUITE)
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    experiments = [get_experiment(name, overrides, args.quick) for name in names]  # validate all first
+    if args.from_dir is not None:
+        if args.experiments:
+            raise OptprobeError("give either experiment names or --from RUN_DIR, not both")
+        experiments = [experiment_from_run_dir(args.from_dir, overrides)]
+    else:
+        names = args.experiments or list(DEFAULT_SUITE)
+        experiments = [get_experiment(name, overrides, args.quick) for name in names]  # validate all first
     start = time.perf_counter()
     run_dirs: list[Path] = []
     for experiment in experiments:

@@ -8,7 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 from optprobe.errors import OptprobeError
-from optprobe.experiments.config import ExperimentConfig, load_experiment
+from optprobe.experiments.config import ExperimentConfig, experiment_from_dict, load_experiment
+from optprobe.runinfo import RUN_INFO, read_run_info
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,3 +58,21 @@ def experiment_path(name_or_path: str) -> Path:
 def get_experiment(name_or_path: str, overrides: list[str] = (), quick: bool = False) -> ExperimentConfig:
     """The validated configuration of a named experiment (or an experiment TOML file)."""
     return load_experiment(experiment_path(name_or_path), overrides, quick)
+
+
+def experiment_from_run_dir(run_dir: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """The one-run experiment recorded in a run directory's ``run.json``, to reproduce that run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_INFO).is_file():
+        raise OptprobeError(
+            f"{run_dir} holds no {RUN_INFO}; --from needs a run directory written by optprobe run"
+        )
+    info = read_run_info(run_dir)
+    if "run_config" not in info:
+        raise OptprobeError(f"{run_dir}/{RUN_INFO} records no run_config: it was not written by optprobe run")
+    raw = {
+        "name": info.get("experiment", "reproduced"),
+        "finding": info.get("finding", ""),
+        "runs": [info["run_config"]],
+    }
+    return experiment_from_dict(raw, list(overrides), source=str(run_dir / RUN_INFO))
