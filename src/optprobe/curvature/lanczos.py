@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,17 +36,16 @@ def sharpness(
     max_iter: int = 100,
     seed: int = 0,
 ) -> Spectrum:
-    """λ_1 ≥ … ≥ λ_k (and λ_min) of H by Lanczos; stops when every tracked Ritz value's error bound ≤ tol·|θ|.
-
-    The error bound of a Ritz pair (θ, y) with residual r = |β_m y_m| is min(r, r²/gap) (Kato–Temple),
-    the gap measured to the nearest other Ritz value.
-    """
+    """λ_1 ≥ … ≥ λ_k (and λ_min) of H by Lanczos; stops when every tracked Ritz value θ moved by ≤ tol·|θ|
+    since the previous step AND its error estimate min(r, r²/gap) ≤ tol·|θ| (Kato–Temple, residual
+    r = |β_m y_m|, gap to the nearest other Ritz value)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=op.device)
     basis = [q / q.norm()]
     alphas: list[float] = []
     betas: list[float] = []
     steps = min(max_iter, op.dim)
+    previous = np.full(k + 1, np.nan)
     for m in range(1, steps + 1):
         w = op(basis[-1])
         alphas.append(float(w @ basis[-1]))
@@ -57,10 +55,15 @@ def sharpness(
         beta = float(w.norm())
         theta, vecs = eigh_tridiagonal(np.array(alphas), np.array(betas))
         tracked = list(range(m - 1, max(m - 1 - k, -1), -1)) + ([0] if bottom else [])
+        current = theta[tracked]
         bounds = [_error_bound(theta, vecs, beta, i) for i in tracked]
-        converged = m >= min(k, op.dim) and all(
+        settled = current.size == previous.size and np.all(
+            np.abs(current - previous) <= tol * np.abs(current)
+        )
+        converged = bool(settled) and all(
             b <= tol * abs(theta[i]) for b, i in zip(bounds, tracked, strict=True)
         )
+        previous = current
         invariant = beta <= 1e-12 * max(1.0, float(np.abs(theta).max()))
         if converged or invariant or m == steps:
             top = [float(t) for t in theta[::-1][:k]]
@@ -73,9 +76,10 @@ def sharpness(
 
 def _error_bound(theta: np.ndarray, vecs: np.ndarray, beta: float, i: int) -> float:
     residual = abs(beta * vecs[-1, i])
-    others = np.delete(theta, i)
-    gap = float(np.abs(others - theta[i]).min()) if others.size else math.inf
-    return min(residual, residual**2 / gap) if gap > 0 else residual
+    gaps = np.abs(np.delete(theta, i) - theta[i])
+    if gaps.size == 0 or gaps.min() == 0:
+        return residual
+    return min(residual, residual**2 / float(gaps.min()))
 
 
 def spectral_norm(op: HessianOperator, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> float:
