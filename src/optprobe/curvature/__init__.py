@@ -1,0 +1,40 @@
+"""Curvature of the loss from Hessian-vector products: eigenvalues, trace, diagonal, ‖H‖₁,₁, (L0, L1) fits."""
+
+from optprobe.curvature.cauchy import L11Estimate, blockwise_smoothness, hessian_l11, row_l1_norms
+from optprobe.curvature.hessian_diagonal import (
+    DiagonalGeometry,
+    diagonal_geometry,
+    hessian_rows,
+    sample_coordinates,
+)
+from optprobe.curvature.hutchinson import TraceEstimate, hessian_trace, hutchinson_diagonal
+from optprobe.curvature.hvp import HessianOperator, ParamLayout, layer_of
+from optprobe.curvature.lanczos import Spectrum, sharpness, spectral_norm
+from optprobe.curvature.relaxed import RelaxedFit, relaxed_smoothness, relaxed_smoothness_table
+from optprobe.curvature.singular import SingularStats, effective_rank, singular_uniformity
+
+__all__ = [
+    "DiagonalGeometry",
+    "HessianOperator",
+    "L11Estimate",
+    "ParamLayout",
+    "RelaxedFit",
+    "SingularStats",
+    "Spectrum",
+    "TraceEstimate",
+    "blockwise_smoothness",
+    "diagonal_geometry",
+    "effective_rank",
+    "hessian_l11",
+    "hessian_rows",
+    "hessian_trace",
+    "hutchinson_diagonal",
+    "layer_of",
+    "relaxed_smoothness",
+    "relaxed_smoothness_table",
+    "row_l1_norms",
+    "sample_coordinates",
+    "sharpness",
+    "singular_uniformity",
+    "spectral_norm",
+]

@@ -1,0 +1,182 @@
+"""Hessian-vector products H v with H = ∇²ℓ(x, z) over all trained parameters, on flat vectors.
+
+Forward-over-reverse (``jvp`` of ``grad``, batched over vectors with ``vmap``) is the default. Models that
+torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics update clashes
+with ``vmap``) fall back, once per model and with one warning, to double backward on a separate
+evaluation whose gradient graph is built once per operator and reused for every product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from optprobe.errors import OptprobeError, ProbeWarning
+from optprobe.evaluation import Batch, Evaluator, Params, RngState, batch_device
+
+Partition = str | Callable[[str], str]
+
+_DOUBLE_BACKWARD_MODELS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def layer_of(name: str) -> str:
+    """Layer of a parameter: the name without its last component (``a.0.conv.weight`` → ``a.0.conv``)."""
+    head, _, _ = name.rpartition(".")
+    return head or name
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where each named parameter lives in the flat vector (``named_parameters`` order)."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+    dim: int
+
+    @classmethod
+    def of(cls, params: Mapping[str, Tensor]) -> ParamLayout:
+        names = tuple(params)
+        shapes = tuple(p.shape for p in params.values())
+        offsets, total = [], 0
+        for p in params.values():
+            offsets.append(total)
+            total += p.numel()
+        return cls(names, shapes, tuple(offsets), total)
+
+    def flatten(self, params: Mapping[str, Tensor]) -> Tensor:
+        """x ↦ vec(x): concatenate the tensors' entries in layout order."""
+        return torch.cat([params[name].reshape(-1) for name in self.names])
+
+    def unflatten(self, vec: Tensor) -> Params:
+        """vec(x) ↦ x: views of ``vec`` shaped like each parameter."""
+        return {
+            name: vec[off : off + shape.numel()].view(shape)
+            for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True)
+        }
+
+    def blocks(self, partition: Partition = "layer") -> dict[str, Tensor]:
+        """Flat indices of each block: ``"layer"``, ``"tensor"`` (one block per parameter) or name → block."""
+        if partition == "layer":
+            key = layer_of
+        elif partition == "tensor":
+            key = str
+        elif callable(partition):
+            key = partition
+        else:
+            raise OptprobeError(
+                f"partition must be 'layer', 'tensor' or a callable name -> block, got {partition!r}"
+            )
+        ranges: dict[str, list[Tensor]] = {}
+        for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True):
+            ranges.setdefault(key(name), []).append(torch.arange(off, off + shape.numel()))
+        return {block: torch.cat(parts) for block, parts in ranges.items()}
+
+
+class HessianOperator:
+    """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d)."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        params: Mapping[str, Tensor],
+        batch: Batch,
+        chunk_size: int | None = 32,
+        method: str = "auto",
+    ) -> None:
+        if method not in ("auto", "forward", "double_backward"):
+            raise OptprobeError(f"method must be 'auto', 'forward' or 'double_backward', got {method!r}")
+        self.evaluator = evaluator
+        self.params = {name: p.detach() for name, p in params.items()}
+        self.batch = batch
+        self.layout = ParamLayout.of(self.params)
+        self.chunk_size = chunk_size
+        self.method = method
+        self.n_hvps = 0
+        self._rng = RngState.capture(batch_device(batch))
+        self._graph: tuple[list[Tensor], tuple[Tensor | None, ...]] | None = None
+        first = next(iter(self.params.values()))
+        self.dtype, self.device = first.dtype, first.device
+
+    @property
+    def dim(self) -> int:
+        return self.layout.dim
+
+    def __call__(self, v: Tensor) -> Tensor:
+        """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d)."""
+        stack = v.reshape(-1, self.dim).to(self.dtype)
+        self.n_hvps += stack.shape[0]
+        with self._session():
+            out = self._products(stack)
+        return out.reshape(v.shape)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        # every product replays the same random numbers (dropout), never advances the caller's RNG,
+        # and runs attention through the math kernel, which supports forward AD and double backward
+        with self.evaluator.replay(self._rng), sdpa_kernel(SDPBackend.MATH):
+            yield
+
+    def _products(self, stack: Tensor) -> Tensor:
+        model = self.evaluator.model
+        if self.method == "double_backward" or (self.method == "auto" and model in _DOUBLE_BACKWARD_MODELS):
+            return self._double_backward(stack)
+        if self.method == "forward":
+            return self._forward_over_reverse(stack)
+        try:
+            return self._forward_over_reverse(stack)
+        except Exception as err:  # torch.func raises assorted types for untraceable models
+            _DOUBLE_BACKWARD_MODELS.add(model)
+            warnings.warn(
+                f"forward-over-reverse Hessian-vector products failed for {type(model).__name__} "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "using double backward for this model from now on",
+                ProbeWarning,
+                stacklevel=4,
+            )
+            return self._double_backward(stack)
+
+    def _forward_over_reverse(self, stack: Tensor) -> Tensor:
+        grad_fn = torch.func.grad(lambda p: self.evaluator.loss_at(p, self.batch))
+
+        def hvp(v: Tensor) -> Tensor:
+            _, tangent = torch.func.jvp(grad_fn, (self.params,), (self.layout.unflatten(v),))
+            return self.layout.flatten(tangent)
+
+        if stack.shape[0] == 1:  # vmap costs more than it saves for a single vector
+            return hvp(stack[0]).unsqueeze(0)
+        return torch.func.vmap(hvp, chunk_size=self.chunk_size, randomness="same")(stack)
+
+    def _double_backward(self, stack: Tensor) -> Tensor:
+        if self._graph is None:
+            leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
+            with torch.enable_grad():
+                loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
+                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+            self._graph = (leaves, grads)
+        leaves, grads = self._graph
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        out = torch.zeros_like(stack)
+        if not live:  # the loss is linear in every parameter
+            return out
+        with torch.enable_grad():
+            for row, v in zip(out, stack, strict=True):
+                parts = list(self.layout.unflatten(v).values())
+                hv = torch.autograd.grad(
+                    [grads[i] for i in live],
+                    leaves,
+                    [parts[i] for i in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+                for part, h in zip(self.layout.unflatten(row).values(), hv, strict=True):
+                    if h is not None:
+                        part.copy_(h)
+        return out

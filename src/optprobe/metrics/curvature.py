@@ -1,0 +1,125 @@
+"""Scheduled curvature metrics: each builds a Hessian operator at x_t on the evaluation batch."""
+
+from __future__ import annotations
+
+from optprobe.curvature import (
+    HessianOperator,
+    blockwise_smoothness,
+    diagonal_geometry,
+    hessian_l11,
+    hessian_trace,
+    sharpness,
+    singular_uniformity,
+)
+from optprobe.curvature.hvp import Partition
+from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.metrics.base import PeriodicMetric
+
+
+class _HessianMetric(PeriodicMetric):
+    def __init__(self, every: int, seed: int, chunk_size: int | None) -> None:
+        self.every = every
+        self.seed = seed
+        self.chunk_size = chunk_size
+
+    def _operator(self, evaluator: Evaluator, params: Params, batch: Batch) -> HessianOperator:
+        return HessianOperator(evaluator, params, batch, chunk_size=self.chunk_size)
+
+
+class Sharpness(_HessianMetric):
+    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``; with ``bottom``,
+    ``sharpness_min`` = λ_min and ``spectral_norm`` = max(|λ_max|, |λ_min|)."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        k: int = 1,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        bottom: bool = False,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+    ) -> None:
+        super().__init__(every, seed, chunk_size)
+        self.k, self.tol, self.max_iter, self.bottom = k, tol, max_iter, bottom
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        spec = sharpness(
+            self._operator(evaluator, params, batch), self.k, self.bottom, self.tol, self.max_iter, self.seed
+        )
+        out = {"sharpness": spec.top[0], "sharpness_hvps": float(spec.n_hvps)}
+        out.update({f"sharpness_{i + 1}": value for i, value in enumerate(spec.top) if i > 0})
+        if spec.bottom is not None:
+            out.update(sharpness_min=spec.bottom, spectral_norm=spec.spectral_norm)
+        return out
+
+
+class HessianTrace(_HessianMetric):
+    """``hessian_trace`` ≈ tr H (Hutchinson) and ``hessian_trace_se``, its standard error."""
+
+    def __init__(
+        self, every: int = 100, n_probes: int = 100, seed: int = 0, chunk_size: int | None = 32
+    ) -> None:
+        super().__init__(every, seed, chunk_size)
+        self.n_probes = n_probes
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        est = hessian_trace(self._operator(evaluator, params, batch), self.n_probes, self.seed)
+        return {"hessian_trace": est.mean, "hessian_trace_se": est.se}
+
+
+class DiagonalGeometry(_HessianMetric):
+    """``r_med/<layer>``, ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows)."""
+
+    def __init__(
+        self, every: int = 100, per_layer: int = 200, seed: int = 0, chunk_size: int | None = 32
+    ) -> None:
+        super().__init__(every, seed, chunk_size)
+        self.per_layer = per_layer
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        geo = diagonal_geometry(self._operator(evaluator, params, batch), self.per_layer, self.seed)
+        out = {}
+        for layer, g in geo.items():
+            out[f"r_med/{layer}"] = g.r_med
+            out[f"diag_dominance_mean/{layer}"] = g.dominance_mean
+            out[f"diag_dominance_median/{layer}"] = g.dominance_median
+        return out
+
+
+class HessianL11(_HessianMetric):
+    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        n_probes: int = 50,
+        partition: Partition | None = None,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+    ) -> None:
+        super().__init__(every, seed, chunk_size)
+        self.n_probes, self.partition = n_probes, partition
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        op = self._operator(evaluator, params, batch)
+        est = hessian_l11(op, self.n_probes, self.seed)
+        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim}
+        if self.partition is not None:
+            blocks = blockwise_smoothness(op, self.partition, self.n_probes, self.seed)
+            out.update({f"blockwise_smoothness/{b}": value for b, value in blocks.items()})
+        return out
+
+
+class SingularUniformity(PeriodicMetric):
+    """``effective_rank/<layer>`` and ``singular_r_med/<layer>`` of each weight matrix (no Hessian needed)."""
+
+    def __init__(self, every: int = 100, top: int = 1) -> None:
+        self.every, self.top = every, top
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        out = {}
+        for layer, s in singular_uniformity(params, self.top).items():
+            out[f"effective_rank/{layer}"] = s.effective_rank
+            out[f"singular_r_med/{layer}"] = s.r_med
+        return out

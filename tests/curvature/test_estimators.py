@@ -1,0 +1,92 @@
+"""Stochastic estimators against the exact Hessian, with tolerances that follow from their variance."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from optprobe.curvature import (
+    blockwise_smoothness,
+    diagonal_geometry,
+    hessian_l11,
+    hessian_rows,
+    hessian_trace,
+    hutchinson_diagonal,
+    sample_coordinates,
+)
+from optprobe.errors import ProbeWarning
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProbeWarning)
+        yield
+
+
+def test_trace_within_four_standard_errors(case):
+    h = case.hessian()
+    k = 200
+    est = hessian_trace(case.operator(), n_probes=k, seed=1)
+    # Rademacher: Var(vᵀHv) = 2 Σ_{i≠j} H_ij²
+    sd = math.sqrt(2 * ((h**2).sum() - (h.diag() ** 2).sum()).item() / k)
+    assert abs(est.mean - h.trace().item()) <= 4 * sd + 1e-12
+    assert est.se == pytest.approx(sd, rel=0.5, abs=1e-12)
+    assert hessian_trace(case.operator(), n_probes=k, seed=1) == est
+
+
+def test_hutchinson_diagonal_within_four_sd(case):
+    h = case.hessian()
+    k = 200
+    diag = hutchinson_diagonal(case.operator(), n_probes=k, seed=2)
+    sd = (((h**2).sum(dim=1) - h.diag() ** 2) / k).sqrt()
+    assert ((diag - h.diag()).abs() <= 4 * sd + 1e-12).all()
+
+
+def test_exact_rows_and_geometry(case):
+    h = case.hessian()
+    op = case.operator()
+    idx = torch.tensor([0, op.dim // 2, op.dim - 1])
+    torch.testing.assert_close(hessian_rows(op, idx), h[idx], rtol=1e-12, atol=1e-14)
+    sample = sample_coordinates(op, per_block=5, seed=0)
+    again = sample_coordinates(op, per_block=5, seed=0)
+    assert all(torch.equal(sample[b], again[b]) for b in sample)
+    geo = diagonal_geometry(op, per_block=5, seed=0, rows_at_once=2)
+    blocks = op.layout.blocks("layer")
+    for layer, i in sample.items():
+        d = h.diag()[i].abs()
+        full = (h[i].abs().sum(dim=1) - d) / d
+        within = (h[i][:, blocks[layer]].abs().sum(dim=1) - d) / d
+        g = geo[layer]
+        assert g.n_sampled == min(5, blocks[layer].numel())
+        assert g.r_med == pytest.approx((d.max() / (d.quantile(0.5) + 1e-12)).item(), rel=1e-10)
+        assert g.dominance_mean == pytest.approx(full.mean().item(), rel=1e-10)
+        assert g.dominance_median == pytest.approx(full.quantile(0.5).item(), rel=1e-10)
+        assert g.within_mean == pytest.approx(within.mean().item(), rel=1e-10)
+        assert g.within_median == pytest.approx(within.quantile(0.5).item(), rel=1e-10)
+
+
+def test_cauchy_l11_within_median_standard_deviation(case):
+    h = case.hessian().abs()
+    k = 201
+    est = hessian_l11(case.operator(), n_probes=k, seed=3)
+    # the sample median of |Cauchy(0, s)| has asymptotic sd π s / (2√K); rows share probes, so the sum's
+    # sd is at most the sum of the rows' sds: π ‖H‖₁,₁ / (2√K)
+    rel_sd = math.pi / (2 * math.sqrt(k))
+    rows = h.sum(dim=1)
+    assert ((est.row_l1 - rows).abs() <= 5 * rel_sd * rows + 1e-12).all()
+    assert est.l11 == pytest.approx(h.sum().item(), rel=4 * rel_sd)
+    assert est.per_dim == pytest.approx(est.l11 / h.shape[0])
+    assert hessian_l11(case.operator(), n_probes=k, seed=3).l11 == est.l11
+
+
+def test_blockwise_smoothness_uses_within_block_norms(case):
+    h = case.hessian().abs()
+    k = 201
+    rel_sd = math.pi / (2 * math.sqrt(k))
+    op = case.operator()
+    got = blockwise_smoothness(op, "tensor", n_probes=k, seed=4)
+    for name, idx in op.layout.blocks("tensor").items():
+        want = h[idx][:, idx].sum().item() / idx.numel()
+        assert got[name] == pytest.approx(want, rel=4 * rel_sd, abs=1e-12)

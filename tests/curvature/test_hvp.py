@@ -1,0 +1,91 @@
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from optprobe.curvature import HessianOperator, ParamLayout
+from optprobe.errors import ProbeWarning
+from optprobe.evaluation import Evaluator, trained_parameters
+
+from .conftest import make_case
+
+
+def test_forward_double_backward_and_exact_agree(case):
+    h = case.hessian()
+    v = torch.randn(3, h.shape[0], dtype=h.dtype, generator=torch.Generator().manual_seed(1))
+    expected = v @ h.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProbeWarning)
+        auto = case.operator()(v)
+    double = case.operator(method="double_backward")(v)
+    single = case.operator(method="double_backward")(v[0])
+    torch.testing.assert_close(auto, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(double, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(single, expected[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(case.operator(method="forward")(v), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(case.operator(method="forward")(v[0]), expected[0], rtol=1e-10, atol=1e-12)
+
+
+class _OldStyleCube(torch.autograd.Function):
+    """A custom Function without ``setup_context``: torch.func cannot transform it, autograd can."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * grad
+
+
+def test_untraceable_model_falls_back_once_with_one_warning():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    evaluator = Evaluator(model, lambda m, b: _OldStyleCube.apply(m(b)).mean())
+    params = trained_parameters(model)
+    layout = ParamLayout.of(params)
+    exact = torch.autograd.functional.hessian(
+        lambda t: evaluator.loss_at(layout.unflatten(t), x), layout.flatten(params).detach()
+    )
+    v = torch.randn(2, layout.dim, dtype=torch.float64)
+    with pytest.warns(ProbeWarning, match="double backward"):
+        first = HessianOperator(evaluator, params, x)(v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProbeWarning)
+        second = HessianOperator(evaluator, params, x)(v)
+    torch.testing.assert_close(first, v @ exact, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def test_hvp_leaves_buffers_rng_and_grads_alone(case):
+    model = case.evaluator.model
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    rng = torch.get_rng_state()
+    op = case.operator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProbeWarning)
+        op(torch.ones(2, op.dim, dtype=op.dtype))
+    case.operator(method="double_backward")(torch.ones(op.dim, dtype=op.dtype))
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, b in model.named_buffers():
+        assert torch.equal(b, buffers[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    assert op.n_hvps == 2
+
+
+def test_layout_roundtrip_and_blocks():
+    params = make_case("cnn").params
+    layout = ParamLayout.of(params)
+    flat = layout.flatten(params)
+    assert flat.numel() == layout.dim == sum(p.numel() for p in params.values())
+    for name, p in layout.unflatten(flat).items():
+        assert torch.equal(p, params[name])
+    layers = layout.blocks("layer")
+    assert list(layers) == ["0", "3"]
+    assert torch.equal(torch.cat(list(layers.values())), torch.arange(layout.dim))
+    assert list(layout.blocks("tensor")) == list(params)
+    assert list(layout.blocks(lambda name: "all")) == ["all"]
