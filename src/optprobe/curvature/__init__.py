@@ -8,7 +8,7 @@ from optprobe.curvature.hessian_diagonal import (
     sample_coordinates,
 )
 from optprobe.curvature.hutchinson import TraceEstimate, hessian_trace, hutchinson_diagonal
-from optprobe.curvature.hvp import HessianOperator, ParamLayout, layer_of
+from optprobe.curvature.hvp import HessianOperator, ParamLayout
 from optprobe.curvature.lanczos import Spectrum, sharpness, spectral_norm
 from optprobe.curvature.relaxed import RelaxedFit, relaxed_smoothness, relaxed_smoothness_table
 from optprobe.curvature.singular import SingularStats, effective_rank, singular_uniformity
@@ -29,7 +29,6 @@ __all__ = [
     "hessian_rows",
     "hessian_trace",
     "hutchinson_diagonal",
-    "layer_of",
     "relaxed_smoothness",
     "relaxed_smoothness_table",
     "row_l1_norms",

@@ -20,16 +20,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Batch, Evaluator, Params, RngState, batch_device
+from optprobe.reductions import layer_of
 
 Partition = str | Callable[[str], str]
 
 _DOUBLE_BACKWARD_MODELS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def layer_of(name: str) -> str:
-    """Layer of a parameter: the name without its last component (``a.0.conv.weight`` → ``a.0.conv``)."""
-    head, _, _ = name.rpartition(".")
-    return head or name
 
 
 @dataclass(frozen=True)

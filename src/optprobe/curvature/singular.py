@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from optprobe.curvature.hvp import layer_of
+from optprobe.reductions import layer_of
 
 
 @dataclass(frozen=True)

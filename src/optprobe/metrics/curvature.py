@@ -123,3 +123,13 @@ class SingularUniformity(PeriodicMetric):
             out[f"effective_rank/{layer}"] = s.effective_rank
             out[f"singular_r_med/{layer}"] = s.r_med
         return out
+
+
+PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = {
+    "sharpness": Sharpness,
+    "hessian_trace": HessianTrace,
+    "diagonal_geometry": DiagonalGeometry,
+    "hessian_l11": HessianL11,
+    "singular_uniformity": SingularUniformity,
+}
+"""Config names of the scheduled curvature metrics (``curvature = [{ name = "sharpness", every = 50 }]``)."""
