@@ -174,6 +174,7 @@ def logistic_reference(train: TensorDataset) -> dict[str, torch.Tensor] | None:
     detected as a perfect fit) or scipy is missing."""
     try:
         from scipy.optimize import minimize
+        from scipy.special import expit
     except ImportError:
         return None
     x, y = (t.double().numpy() for t in train.tensors)
@@ -181,7 +182,7 @@ def logistic_reference(train: TensorDataset) -> dict[str, torch.Tensor] | None:
 
     def f(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = X @ w
-        return float(np.mean(np.logaddexp(0, z) - y * z)), X.T @ (1 / (1 + np.exp(-z)) - y) / len(y)
+        return float(np.mean(np.logaddexp(0, z) - y * z)), X.T @ (expit(z) - y) / len(y)
 
     res = minimize(f, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
                    options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 0})
