@@ -55,7 +55,7 @@ def test_shapes_and_sgd_reduces_loss(case):
     assert model(batch[0]).shape == out_shape
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = loss_of(model, batch).item()
-    for _ in range(10):
+    for _ in range(5):
         opt.zero_grad()
         loss_of(model, batch).backward()
         opt.step()
