@@ -418,6 +418,7 @@ def check_pl(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
     mu, median = float(ratio.min()), float(ratio.median())
     detail = f"median pl_ratio {median:.3g} over {len(ratio)} measurements"
     if mu <= 0:
+        detail += "; F(x_t) ≤ F(x*) at some measurement (x* is not a minimizer along this path)"
         return Verdict(key, assumption, statistic, mu, criterion, Label.FAILS, detail)
     if mu < PL_FLOOR * median:
         return Verdict(
