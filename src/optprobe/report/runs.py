@@ -1,0 +1,90 @@
+"""Finding and loading run directories, and the one-row-per-run comparison behind ``optprobe compare``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optprobe.report.verdicts import Verdict, assess, series
+from optprobe.runinfo import RUN_INFO, read_run_info
+from optprobe.sinks.table import LOG_NAME, read_table
+
+#: Verdicts shown as columns of :func:`compare`.
+COMPARE_KEYS = ("convexity_prev", "convexity_average", "convexity_ratio", "smoothness", "update_correlation")
+
+
+@dataclass
+class Run:
+    """One run directory, read: its table, its run.json (empty when absent) and its report card."""
+
+    path: Path
+    table: pd.DataFrame
+    info: dict[str, Any]
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """run.json ``label``, else the directory name."""
+        return str(self.info.get("label") or self.path.name)
+
+    @property
+    def experiment(self) -> str:
+        """run.json ``experiment``, else "runs" (one group for plain user runs)."""
+        return str(self.info.get("experiment") or "runs")
+
+
+def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Run directories named by ``paths``: each is a run directory or a folder searched recursively.
+
+    Order follows ``paths`` (and sorted names inside a folder); duplicates are dropped.
+    """
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if (path / LOG_NAME).is_file():
+            found[path] = None
+        elif path.is_dir():
+            found.update(dict.fromkeys(sorted(log.parent for log in path.rglob(LOG_NAME))))
+        else:
+            raise FileNotFoundError(f"{path} is neither a run directory (with {LOG_NAME}) nor a folder")
+    if not found:
+        raise FileNotFoundError(f"no {LOG_NAME} under {', '.join(map(str, paths))}")
+    return list(found)
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a run directory (finished or not) and assess it."""
+    path = Path(run_dir)
+    info = read_run_info(path) if (path / RUN_INFO).is_file() else {}
+    table = read_table(path)
+    return Run(path, table, info, assess(table, info))
+
+
+def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[Run]:
+    """:func:`load_run` on every run directory found by :func:`find_run_dirs`."""
+    return [load_run(d) for d in find_run_dirs(run_dirs)]
+
+
+def compare(run_dirs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """One row per run: label, experiment, steps, final losses and the key verdicts (:data:`COMPARE_KEYS`)."""
+    rows = []
+    for run in load_runs(run_dirs):
+        loss, full = series(run.table, "loss"), series(run.table, "full_loss")
+        verdicts = {v.key: str(v.verdict) for v in run.verdicts if v.key in COMPARE_KEYS}
+        rows.append(
+            {
+                "label": run.label,
+                "experiment": run.experiment,
+                "steps": int(run.table["step"].max()) + 1 if "step" in run.table and len(run.table) else 0,
+                "final_loss": float(loss.iloc[-1]) if len(loss) else float("nan"),
+                "final_full_loss": float(full.iloc[-1]) if len(full) else float("nan"),
+                "finished": bool(run.info.get("finished", False)),
+                **verdicts,
+            }
+        )
+    return pd.DataFrame(rows)

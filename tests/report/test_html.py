@@ -1,0 +1,72 @@
+"""build_report, compare and find_run_dirs on synthetic run directories, finished or not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from synthetic import synthetic_table, write_run
+
+from optprobe.report import build_report, compare, find_run_dirs
+
+FINDING = "SGDM and AdamW stay convex on average although single steps are not."
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    for label, seed in (("sgdm", 0), ("adamw", 1)):
+        write_run(
+            root / "convexity" / label,
+            synthetic_table(steps=90, seed=seed),
+            experiment="local_convexity",
+            label=label,
+            finding=FINDING,
+            random_scaling=label == "adamw",
+        )
+    return root
+
+
+def test_report_has_the_card_first_embedded_figures_and_no_external_resource(tmp_path, runs):
+    page = build_report([runs], tmp_path / "report")
+    html = page.read_text(encoding="utf-8")
+    assert page == tmp_path / "report" / "report.html"
+    card, experiment, metadata = (
+        html.index(s) for s in ("Assumption report card", "Experiment:", "Run metadata")
+    )
+    assert card < experiment < metadata
+    assert "local_convexity" in html and FINDING in html
+    assert html.count("data:image/png;base64,") >= 8
+    assert "http" not in html and not re.search(r'(src|href)="(?!data:)', html)
+    assert 'class="v v-holds-with-factor-α"' in html and 'class="v v-fails"' in html
+    figures = tmp_path / "report" / "figures"
+    assert {p.suffix for p in figures.iterdir()} == {".png", ".pdf"}
+
+
+def test_report_on_an_unfinished_run_without_run_json(tmp_path):
+    run = write_run(tmp_path / "live", synthetic_table(steps=30, curvature=False), truncate_last=True)
+    (run / "run.json").unlink()
+    html = build_report([run], tmp_path / "out").read_text(encoding="utf-8")
+    assert "(unfinished run)" in html and "data:image/png;base64," in html
+    assert "Experiment: runs" in html  # a plain run: one group
+
+
+def test_compare_gives_one_row_per_run_with_key_verdicts(runs, tmp_path):
+    unfinished = write_run(tmp_path / "live", synthetic_table(steps=30, curvature=False), truncate_last=True)
+    table = compare([runs, unfinished])
+    assert list(table["label"]) == ["adamw", "sgdm", "live"]
+    assert list(table["finished"]) == [True, True, False]
+    assert list(table["steps"]) == [90, 90, 30]
+    assert set(table["convexity_ratio"]) == {"holds with factor α"}
+    assert table["final_loss"].notna().all()
+
+
+def test_find_run_dirs_accepts_runs_and_parents_and_rejects_missing_paths(runs, tmp_path):
+    sgdm = runs / "convexity" / "sgdm"
+    assert find_run_dirs([runs]) == [runs / "convexity" / "adamw", sgdm]
+    assert find_run_dirs([sgdm, runs]) == [sgdm, runs / "convexity" / "adamw"]
+    with pytest.raises(FileNotFoundError, match="neither a run directory"):
+        find_run_dirs([tmp_path / "nope"])
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        find_run_dirs([tmp_path])
