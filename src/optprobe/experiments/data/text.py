@@ -93,7 +93,11 @@ class MaskedLMDataset(Dataset):
     """
 
     def __init__(
-        self, data: torch.Tensor, seq_len: int = 64, mask_prob: float = 0.15, seed: int = 0,
+        self,
+        data: torch.Tensor,
+        seq_len: int = 64,
+        mask_prob: float = 0.15,
+        seed: int = 0,
         stride: int | None = None,
     ) -> None:
         self.windows = ByteWindows(data, seq_len, stride)

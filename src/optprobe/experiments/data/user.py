@@ -109,11 +109,15 @@ def _column(ds: "object", name: str, root: str | Path) -> list:
 
 
 def load_hf_images(
-    path: str | Path, image_column: str = "image", label_column: str = "label",
-    train_split: str = "train", eval_split: str = "test",
+    path: str | Path,
+    image_column: str = "image",
+    label_column: str = "label",
+    train_split: str = "train",
+    eval_split: str = "test",
 ) -> tuple[TensorDataset, TensorDataset]:
     """Image classification from a saved DatasetDict: images (PIL or arrays, HWC or HW) -> normalised
     float (N, C, H, W), labels int64. All images must share one size."""
+
     def arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
         ds = load_hf_split(path, split)
         images = np.stack([np.asarray(im, dtype=np.uint8) for im in _column(ds, image_column, path)])
