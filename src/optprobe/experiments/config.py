@@ -48,6 +48,16 @@ class ProbeSettings:
 
 
 @dataclass
+class RotationSettings:
+    """Train through θ = R w (a structured random orthogonal R), as in :mod:`optprobe.optim.rotation`."""
+
+    enabled: bool = False
+    rounds: int = 1
+    scope: str = "global"
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
     """One training run of an experiment."""
 
@@ -58,10 +68,12 @@ class RunConfig:
     lr: float = 0.01
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     random_scaling: bool = False
+    rotation: RotationSettings = field(default_factory=RotationSettings)
     schedule: str = "constant"
     epochs: int = 1
     max_steps: int = 0
     batch_size: int = 0
+    full_batch: bool = False
     eval_size: int = 0
     seed: int = 0
     reference: str = "none"

@@ -27,7 +27,7 @@ from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch
 from optprobe.experiments.config import ExperimentConfig, RunConfig
 from optprobe.experiments.tasks import Task, build_task
-from optprobe.optim import build_optimizer
+from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe, ProbeConfig
 from optprobe.runinfo import read_run_info
 
@@ -54,16 +54,9 @@ def run_one(
     if (run_dir / "run.json").exists() and read_run_info(run_dir).get("finished"):
         return run_dir
     task = build_task(run.task, **run.task_options)
-    torch.manual_seed(run.seed)
-    model = task.model_fn().to(device)
+    model = _model(run, task, run.seed, device)
     reference = _reference(run, task, run_dir.parent / "_cache", device)
-    optimizer = build_optimizer(
-        run.optimizer,
-        model.parameters(),
-        random_scaling=run.random_scaling,
-        lr=run.lr,
-        **run.optimizer_options,
-    )
+    optimizer = _optimizer(run, model)
     steps_per_epoch = _steps_per_epoch(run, task)
     total_steps = run.max_steps or run.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.schedule, total_steps))
@@ -87,7 +80,7 @@ def run_one(
             "optimizer": run.optimizer,
             "lr": run.lr,
             "seed": run.seed,
-            "full_batch": run.batch_size == 0 and task.batch_size == 0,
+            "full_batch": _batch_size(run, task) >= len(task.train),
             "random_scaling": run.random_scaling,
             "run_config": asdict(run),
         },
@@ -162,15 +155,36 @@ def _train_step(
     return value
 
 
+def _model(run: RunConfig, task: Task, seed: int, device: str) -> nn.Module:
+    """The task's model, initialised from ``seed``; trained through θ = R w when the run rotates it."""
+    torch.manual_seed(seed)
+    model = task.model_fn()
+    if run.rotation.enabled:
+        model = rotate_model(model, run.rotation.rounds, run.rotation.seed, run.rotation.scope)
+    return model.to(device)
+
+
+def _optimizer(run: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return build_optimizer(
+        run.optimizer, model.named_parameters(), random_scaling=run.random_scaling, seed=run.seed, lr=run.lr,
+        **run.optimizer_options,
+    )  # fmt: skip
+
+
 def _steps_per_epoch(run: RunConfig, task: Task) -> int:
-    size = run.batch_size or task.batch_size or len(task.train)
+    size = _batch_size(run, task)
     return math.ceil(len(task.train) / size)
+
+
+def _batch_size(run: RunConfig, task: Task) -> int:
+    """Examples per step: the whole training set (full_batch), the run's batch_size, or the task's."""
+    return len(task.train) if run.full_batch else (run.batch_size or task.batch_size or len(task.train))
 
 
 def _train_batches(run: RunConfig, task: Task, epoch: int, device: str) -> Iterator[Batch]:
     """The epoch's minibatches, shuffled by a generator seeded from (seed, epoch): a resumed epoch
     yields the same batches in the same order."""
-    size = run.batch_size or task.batch_size or len(task.train)
+    size = _batch_size(run, task)
     full_batch = size >= len(task.train)
     generator = torch.Generator().manual_seed(1_000_003 * run.seed + epoch)
     loader = DataLoader(task.train, batch_size=size, shuffle=not full_batch, generator=generator)
@@ -260,15 +274,8 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
     path = cache / f"pilot-{key}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    torch.manual_seed(seed)
-    model = task.model_fn().to(device)
-    optimizer = build_optimizer(
-        pilot.optimizer,
-        model.parameters(),
-        random_scaling=pilot.random_scaling,
-        lr=pilot.lr,
-        **pilot.optimizer_options,
-    )
+    model = _model(pilot, task, seed, device)
+    optimizer = _optimizer(pilot, model)
     steps = pilot.max_steps or pilot.epochs * _steps_per_epoch(pilot, task)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(pilot.schedule, steps))
     done = 0
