@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def run_one(
         reference=reference,
         eval_loader=_eval_loader(run, task, device),
         periodic=_curvature(run),
+        periodic_batch=_curvature_batch(run, task, device),
         out_dir=run_dir,
         if_exists="resume" if state is not None else "overwrite",
         run_info={
@@ -193,14 +194,25 @@ def _train_batches(run: RunConfig, task: Task, epoch: int, device: str) -> Itera
 
 
 def _eval_loader(run: RunConfig, task: Task, device: str) -> list[Batch] | None:
-    """Chunks of the evaluation set (on the device once), or None when no full-batch metric is asked."""
+    """F's data: chunks of the training set (its first ``eval_size`` examples when set), moved to the
+    device once; None when no full-batch metric is asked for."""
     settings = run.probe
-    if not (settings.full_batch_every or settings.full_batch_at_epoch_end) and not run.curvature:
+    if not (settings.full_batch_every or settings.full_batch_at_epoch_end):
         return None
-    data: Dataset = task.eval if task.eval is not None else task.train
-    if run.eval_size and run.eval_size < len(data):
-        data = Subset(data, range(run.eval_size))
-    return [_to_device(b, device) for b in DataLoader(data, batch_size=EVAL_CHUNK, shuffle=False)]
+    chunks = DataLoader(_head(task.train, run.eval_size), batch_size=EVAL_CHUNK)
+    return [_to_device(b, device) for b in chunks]
+
+
+def _curvature_batch(run: RunConfig, task: Task, device: str) -> Batch | None:
+    """The fixed batch curvature is measured on: the first training batch's worth of examples (all of
+    them under full-batch GD, so sharpness is that of the training objective)."""
+    if not run.curvature:
+        return None
+    return _to_device(next(iter(DataLoader(task.train, batch_size=_batch_size(run, task)))), device)
+
+
+def _head(data: Dataset, size: int) -> Dataset:
+    return Subset(data, range(size)) if 0 < size < len(data) else data
 
 
 def _to_device(batch: Batch, device: str) -> Batch:
@@ -267,9 +279,7 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
             raise OptprobeError(f"task {run.task!r} has no closed-form minimizer; use reference = 'pilot'")
         return task.reference
     seed = run.seed + (1 if run.reference == "pilot_other_seed" else 0)
-    pilot = RunConfig(**{**asdict(run), "probe": run.probe, "curvature": []})
-    pilot.seed, pilot.label = seed, "pilot"
-    pilot.epochs = run.pilot_epochs or run.epochs
+    pilot = replace(run, label="pilot", seed=seed, epochs=run.pilot_epochs or run.epochs, curvature=[])
     key = _config_key(pilot)
     path = cache / f"pilot-{key}.pt"
     if path.exists():
