@@ -133,16 +133,23 @@ def test_edge_of_stability_uses_the_learning_rate_of_the_last_sharpness_row():
     assert below.verdict is Label.FAILS and "below" in below.detail and "minibatch" in below.detail
 
 
-def test_random_scaling_identity():
-    diff = np.r_[np.nan, np.full(19, -0.1)]
-    base = {"loss_diff": diff, "cum_loss_diff": np.nancumsum(diff), "scale": np.ones(20)}
-    close = table(**base, cum_update_corr_rs=np.nancumsum(diff) * 1.05, cum_update_corr=np.zeros(20))
-    assert check_random_scaling(close, {"random_scaling": True}).verdict is Label.HOLDS
-    far = table(**base, cum_update_corr_rs=np.nancumsum(diff) * 2, cum_update_corr=np.zeros(20))
-    assert check_random_scaling(far, {"random_scaling": True}).verdict is Label.FAILS
-    plain = check_random_scaling(close, {"random_scaling": False})
+def test_random_scaling_identity_is_a_z_test_on_the_per_step_differences():
+    rng = np.random.default_rng(0)
+    diff = np.r_[np.nan, rng.normal(-0.1, 0.05, 199)]
+    noise = rng.normal(0.0, 0.05, 200)  # zero-mean: the identity holds
+    base = {"loss_diff": diff, "cum_loss_diff": np.nancumsum(diff), "scale": np.ones(200)}
+
+    def run(corr):
+        return table(**base, update_corr_rs=corr, cum_update_corr_rs=np.nancumsum(corr), update_corr=corr,
+                     cum_update_corr=np.nancumsum(corr))  # fmt: skip
+
+    close = check_random_scaling(run(diff + noise), {"random_scaling": True})
+    assert close.verdict is Label.HOLDS and abs(close.value) <= 3
+    biased = check_random_scaling(run(diff + noise + 0.02), {"random_scaling": True})
+    assert biased.verdict is Label.FAILS and biased.value > 3
+    plain = check_random_scaling(run(diff + noise), {"random_scaling": False})
     assert plain.verdict is Label.NOT_MEASURED and "no random scaling" in plain.detail
-    varying = table(**{**base, "scale": np.linspace(0.1, 3, 20)}, cum_update_corr_rs=np.nancumsum(diff))
+    varying = run(diff + noise).assign(scale=np.linspace(0.1, 3, 200))
     assert check_random_scaling(varying).verdict is Label.HOLDS  # no run.json: the scale column decides
 
 

@@ -39,7 +39,7 @@ def test_defaults_runs_quick_and_overrides_merge_in_that_order():
         (["epochz=3"], "did you mean 'epochs'"),
         (["probe.evry=3"], "did you mean 'every'"),
         (["lr"], "expects key=value"),
-        (["runs.zzz.lr=0.1"], "does not have"),
+        (["runs.zzz.lr=0.1"], "runs are"),
         (["schedule=linear"], "schedule must be one of"),
         (["lr=-1"], "lr must be > 0"),
         (["epochs=0"], "set epochs or max_steps"),

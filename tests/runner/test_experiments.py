@@ -7,6 +7,7 @@ import pytest
 
 from optprobe.cli import main
 from optprobe.experiments.registry import experiment_names
+from optprobe.report.verdicts import progress_identity_z
 from optprobe.sinks import read_table
 
 
@@ -39,19 +40,18 @@ def test_convex_tasks_have_nonpositive_gaps_and_negative_mean_update_correlation
 
 
 def test_random_scaling_progress_identity_tracks_the_loss(quick_runs):
-    """|Σ update_corr_rs − Σ loss_diff| ≤ 25% of Σ|loss_diff| after the quick run (a stochastic identity:
-    the tolerance is loose on purpose at this length; the full-length run is far tighter)."""
+    """Σ(update_corr_rs − loss_diff) is a zero-mean walk: its z-score stays within 3 (a 3-sigma bound)."""
     for label in ("sgdm_rs", "adamw_rs"):
         table = read_table(quick_runs / "random_scaling" / label)
-        gap = abs(table["cum_update_corr_rs"].iloc[-1] - table["cum_loss_diff"].iloc[-1])
-        assert gap <= 0.25 * table["loss_diff"].abs().sum()
+        z, n = progress_identity_z(table)
+        assert n >= 60 and abs(z) <= 3.0
         assert table["scale"].nunique() > 1
 
 
 def test_rotated_adam_is_slower_with_a_larger_l11_norm(quick_runs):
     plain = read_table(quick_runs / "rotation" / "adam")
     rotated = read_table(quick_runs / "rotation" / "adam_rotated")
-    assert rotated["loss"].iloc[-1] > plain["loss"].iloc[-1]
+    assert rotated["loss"].iloc[-1] > plain["loss"].iloc[-1]  # same minimum: L(Rw) is L in other coordinates
     assert rotated["hessian_l11"].dropna().iloc[0] > plain["hessian_l11"].dropna().iloc[0]
 
 

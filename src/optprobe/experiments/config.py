@@ -127,7 +127,8 @@ def experiment_from_dict(
     shared = dict(header.defaults)
     if quick:
         shared = _merge(shared, header.quick)
-    run_overrides, per_label = _parse_overrides(overrides)
+    labels = [str(t.get("label", f"run{i}")) if isinstance(t, dict) else "" for i, t in enumerate(run_tables)]
+    run_overrides, per_label = _parse_overrides(overrides, labels)
     runs = []
     for i, table in enumerate(run_tables):
         if not isinstance(table, dict):
@@ -138,14 +139,8 @@ def experiment_from_dict(
         merged.pop("quick", None)
         merged = _merge(merged, run_overrides)
         label = str(merged.get("label", f"run{i}"))
-        merged = _merge(merged, per_label.pop(label, {}))
+        merged = _merge(merged, per_label.get(labels[i], {}))
         runs.append(_build(RunConfig, merged, f"{source}: run {label!r}"))
-    if per_label:
-        labels = [r.label for r in runs]
-        unknown = next(iter(per_label))
-        raise OptprobeError(
-            f"--set names run {unknown!r}, which {header.name!r} does not have; runs: {labels}"
-        )
     for run in runs:
         _check_choices(run, source)
     header.runs = runs
@@ -156,6 +151,8 @@ def _check_choices(run: RunConfig, source: str) -> None:
     for value, allowed, key in (
         (run.schedule, SCHEDULES, "schedule"),
         (run.reference, REFERENCES, "reference"),
+        (run.on_divergence, DIVERGENCE_POLICIES, "on_divergence"),
+        (run.rotation.scope, ("global", "module"), "rotation.scope"),
     ):
         if value not in allowed:
             raise OptprobeError(f"{source}: run {run.label!r}: {key} must be one of {allowed}, got {value!r}")
@@ -172,25 +169,34 @@ def _check_choices(run: RunConfig, source: str) -> None:
         raise OptprobeError(f"{source}: run {run.label!r}: set epochs or max_steps to a positive number")
 
 
-def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``key=value`` → nested dict; ``runs.LABEL.key=value`` goes to that run only. Values are TOML."""
+def _parse_overrides(
+    overrides: list[str], labels: list[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``key=value`` → nested dict; ``runs.LABEL.key=value`` goes to that run only (labels may contain
+    dots: the longest matching label wins). Values are TOML; a bare word is a string."""
     shared: dict[str, Any] = {}
     per_label: dict[str, dict[str, Any]] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise OptprobeError(f"--set expects key=value (e.g. lr=0.01 or probe.every=5), got {item!r}")
-        value = _parse_value(text.strip())
-        parts = key.strip().split(".")
         target = shared
-        if parts[0] == "runs":
-            if len(parts) < 3:
-                raise OptprobeError(f"--set {item!r}: a per-run override reads runs.LABEL.key=value")
-            target = per_label.setdefault(parts[1], {})
-            parts = parts[2:]
+        if key.startswith("runs."):
+            rest = key[len("runs.") :]
+            matches = [label for label in labels if rest.startswith(label + ".")]
+            if not matches:
+                raise OptprobeError(
+                    f"--set {item!r}: a per-run override reads runs.LABEL.key=value; this experiment's "
+                    f"runs are {labels}"
+                )
+            label = max(matches, key=len)
+            target = per_label.setdefault(label, {})
+            key = rest[len(label) + 1 :]
+        parts = key.split(".")
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = value
+        target[parts[-1]] = _parse_value(text.strip())
     return shared, per_label
 
 

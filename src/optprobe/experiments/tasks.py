@@ -265,12 +265,14 @@ def quadratic(
     n_samples: int = 64,
     seed: int = 0,
     batch_size: int = 64,
+    minimizer: str = "random",
 ) -> Task:
-    """1/2 x^T A x + b^T x, eigenvalues in [1/condition, 1], A diagonal or randomly rotated; x starts at 0.
+    """1/2 x^T A x + b^T x, eigenvalues in [1/condition, 1], A diagonal or randomly rotated; x starts at 0;
+    x* random or all ones (``minimizer``, see ``synthetic.make_quadratic``).
 
     With noise > 0 a batch averages per-sample linear terms b_i (mean b), giving stochastic gradients.
     """
-    q = synthetic.make_quadratic(dim, condition, rotated, noise, n_samples, seed)
+    q = synthetic.make_quadratic(dim, condition, rotated, noise, n_samples, seed, minimizer)
     kind = "rotated" if rotated else "diagonal"
     return _task(
         lambda: synthetic.QuadraticModel(q.A, torch.zeros(dim)),

@@ -31,8 +31,9 @@ MIN_POINTS = 6
 CONFIDENCE = 0.95
 #: Number of batch means in the update-correlation interval (plain t-interval below 2× this many steps).
 BATCH_MEANS = 20
-#: Random-scaling identity: |Σ update_corr_rs − Σ loss_diff| ≤ RS_IDENTITY_TOL · Σ |loss_diff|.
-RS_IDENTITY_TOL = 0.1
+#: Random-scaling identity: the per-step differences d_t = update_corr_rs − loss_diff have mean zero, so
+#: their sum must satisfy |Σ d_t| ≤ RS_IDENTITY_Z · √n · std(d_t) (a 3-sigma bound on a zero-mean walk).
+RS_IDENTITY_Z = 3.0
 #: Stationarity holds when ‖∇F‖_last / ‖∇F‖_first ≤ STATIONARY_RATIO; fails when the ratio is ≥ 1.
 STATIONARY_RATIO = 0.1
 #: Variance reduction holds when mean grad_std(last third) / mean grad_std(first third) < this.
@@ -316,29 +317,44 @@ def check_update_correlation(table: pd.DataFrame, info: RunInfo | None = None) -
     )
 
 
+def progress_identity_z(table: pd.DataFrame, column: str = "update_corr_rs") -> tuple[float, int]:
+    """(z, n): z = Σ d_t / (√n · std(d_t)) for d_t = ``column`` − loss_diff over the steps having both.
+
+    Under the random-scaling identity E[d_t] = 0, so |z| stays within a few units; NaN with < 2 steps.
+    """
+    if column not in table or "loss_diff" not in table:
+        return math.nan, 0
+    d = (table[column] - table["loss_diff"]).dropna()
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or d.std(ddof=1) == 0:
+        return math.nan, len(d)
+    return float(d.sum() / (math.sqrt(len(d)) * d.std(ddof=1))), len(d)
+
+
 def check_random_scaling(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
     """Random-scaling progress identity: Σ update_corr_rs tracks Σ loss_diff.
 
-    e = |Σ update_corr_rs − Σ loss_diff| / Σ |loss_diff| at the last step; holds when
-    e ≤ RS_IDENTITY_TOL, fails otherwise. The identity is an expectation over s_t ~ Exp(1), so it is
-    tested only when run.json says ``random_scaling`` or the ``scale`` column varies; otherwise the
-    verdict is "not measured" and the detail gives e for the plain Σ update_corr for reference.
+    The identity says E[update_corr_rs − loss_diff] = 0 at every step (over s_t ~ Exp(1)), so the z-score
+    of the summed differences (:func:`progress_identity_z`) holds when |z| ≤ RS_IDENTITY_Z and fails
+    otherwise. It is tested only when run.json says ``random_scaling`` or the ``scale`` column varies;
+    otherwise the verdict is "not measured" and the detail gives z for the plain update_corr.
     """
     key, assumption = "random_scaling", "random-scaling identity Σ⟨g, Δ/s⟩ ≈ Σ Δloss"
-    statistic, criterion = "|Σ corr_rs − Σ loss_diff| / Σ|loss_diff|", "≤ 0.1"
-    diff = series(table, "loss_diff")
+    statistic, criterion = "z of Σ(corr_rs − loss_diff)", f"|z| ≤ {RS_IDENTITY_Z:g}"
     scaled = (info or {}).get("random_scaling") is True or series(table, "scale").nunique() > 1
-    cum_col = "cum_update_corr_rs" if scaled else "cum_update_corr"
-    cum_corr, cum_diff = series(table, cum_col), series(table, "cum_loss_diff")
-    if diff.empty or cum_corr.empty or cum_diff.empty or diff.abs().sum() == 0:
-        return _not_measured(key, assumption, statistic, criterion, f"{cum_col}, cum_loss_diff and loss_diff")
-    err = abs(float(cum_corr.iloc[-1]) - float(cum_diff.iloc[-1])) / float(diff.abs().sum())
-    detail = f"Σ {cum_col[4:]} = {cum_corr.iloc[-1]:.3g}, Σ loss_diff = {cum_diff.iloc[-1]:.3g}"
+    column = "update_corr_rs" if scaled else "update_corr"
+    z, n = progress_identity_z(table, column)
+    if not math.isfinite(z):
+        return _not_measured(
+            key, assumption, statistic, criterion, f"two or more steps with {column} and loss_diff"
+        )
+    cum_corr, cum_diff = series(table, f"cum_{column}"), series(table, "cum_loss_diff")
+    detail = f"over {n} steps: Σ {column} = {cum_corr.iloc[-1]:.3g}, Σ loss_diff = {cum_diff.iloc[-1]:.3g}"
     if not scaled:
-        detail = f"no random scaling in this run; plain {detail} (relative gap {err:.3g})"
+        detail = f"no random scaling in this run; plain {detail} (z = {z:.2f})"
         return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
-    label = Label.HOLDS if err <= RS_IDENTITY_TOL else Label.FAILS
-    return Verdict(key, assumption, statistic, err, criterion, label, detail)
+    label = Label.HOLDS if abs(z) <= RS_IDENTITY_Z else Label.FAILS
+    return Verdict(key, assumption, statistic, z, criterion, label, detail)
 
 
 # --------------------------------------------------------------------------------- full batch

@@ -10,15 +10,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from optprobe.errors import OptprobeError
+from optprobe.optim.rotation import random_orthogonal
+
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def random_orthogonal(dim: int, generator: torch.Generator) -> torch.Tensor:
-    """Haar-distributed random orthogonal matrix (QR of a Gaussian matrix with the sign fix), float64."""
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r))
 
 
 @dataclass
@@ -86,10 +83,15 @@ def make_quadratic(
     noise: float = 0.0,
     n_samples: int = 64,
     seed: int = 0,
+    minimizer: str = "random",
 ) -> Quadratic:
     """Quadratic with eigenvalues geomspace(1, 1/condition) (so L = 1, mu = 1/condition), diagonal A or A
     rotated by a random orthogonal matrix (the diagonal vs rotated comparison of Xie et al., Table 1).
-    `noise` is the standard deviation of the per-sample perturbations of b (re-centred to mean exactly b)."""
+    `noise` is the standard deviation of the per-sample perturbations of b (re-centred to mean exactly b).
+    `minimizer`: "random" (b ~ N(0, I)) or "ones" (b = −A·1, so x* = 1: from x_0 = 0 every coordinate is
+    equally far, the setting where sign-like steps exploit a near-diagonal Hessian)."""
+    if minimizer not in ("random", "ones"):
+        raise OptprobeError(f"minimizer must be 'random' or 'ones', got {minimizer!r}")
     g = _generator(seed)
     eig = condition ** -torch.linspace(0, 1, dim, dtype=torch.float64)
     A = torch.diag(eig)
@@ -97,7 +99,7 @@ def make_quadratic(
         Q = random_orthogonal(dim, g)
         A = Q @ A @ Q.T
         A = 0.5 * (A + A.T)
-    b = torch.randn(dim, generator=g, dtype=torch.float64)
+    b = torch.randn(dim, generator=g, dtype=torch.float64) if minimizer == "random" else -A.sum(dim=1)
     xi = noise * torch.randn(n_samples, dim, generator=g, dtype=torch.float64)
     b_samples = b + (xi - xi.mean(0))
     return Quadratic(A.float(), b.float(), eig.float(), b_samples.float())
