@@ -86,6 +86,7 @@ def run_one(
             "run_config": asdict(run),
         },
     )
+    torch.manual_seed(run.seed)  # training randomness (dropout) must not depend on whether x* was cached
     step, epoch, skip = 0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
