@@ -53,14 +53,13 @@ from optprobe.metrics.correlation import UpdateCorrelation
 from optprobe.metrics.fullbatch import FullBatchMetrics
 from optprobe.metrics.norms import Norms
 from optprobe.metrics.smoothness import Smoothness
-from optprobe.reductions import layer_of, reduce_vectors
+from optprobe.reductions import Workspace, layer_of, reduce_vectors
 from optprobe.reference import load_reference
 from optprobe.runinfo import update_run_info
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
 
 FAMILIES = ("convexity", "smoothness", "correlation", "norms")
-_SCRATCH = frozenset({"prev", "prev_grad", "ref_grad"})
 
 
 @dataclass
@@ -186,6 +185,7 @@ class Probe:
         self.warnings: Counter[str] = Counter()
         self.last_row: dict[str, Any] | None = None
         self._prev: Params | None = None
+        self._workspace = Workspace()
         self._pending: _Pending | None = None
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
@@ -338,7 +338,7 @@ class Probe:
             )
         dots = {p for p in needs.dots if not any(v.endswith("_ref") for v in p)}
         data_dots, l1, linf = reduce_vectors(
-            evals.sources, self.names, self.param_layers, dots, needs.l1, needs.linf
+            evals.sources, self.names, self.param_layers, dots, needs.l1, needs.linf, self._workspace
         )
         evals.sources.pop("prev_grad", None)  # free ∇ℓ(x_{t−1}) before computing ∇ℓ(x*)
         if finite and self.reference is not None and needs.uses_ref:
@@ -348,7 +348,9 @@ class Probe:
             )
             ref_dots = needs.dots - dots
             data_dots.update(
-                reduce_vectors(evals.sources, self.names, self.param_layers, ref_dots, set(), set())[0]
+                reduce_vectors(
+                    evals.sources, self.names, self.param_layers, ref_dots, set(), set(), self._workspace
+                )[0]
             )
         data = StepData(
             step=t,

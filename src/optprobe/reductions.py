@@ -1,10 +1,8 @@
 """Inner products, ℓ1 and ℓ∞ norms of the named step vectors, per layer, in one streaming pass.
 
-Vectors (see :mod:`optprobe.metrics.base`) are built one parameter tensor at a time, so the pass
-needs no parameter-sized buffer beyond the ones the Probe already holds: a difference such as
-x_t − x_{t−1} is written into the storage of a ``scratch`` source (here x_{t−1}, which the caller no
-longer needs) instead of a new tensor. All per-tensor results are stacked and copied to the host
-once, which is a single device synchronisation per step.
+Vectors (see :mod:`optprobe.metrics.base`) are built chunk by chunk in a small reused buffer, so the
+pass needs no parameter-sized temporary and reads each source once. All per-tensor results are stacked
+and copied to the host once, which is a single device synchronisation per step.
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from torch import Tensor
 from optprobe.metrics.base import LayerSums
 
 Sources = Mapping[str, Mapping[str, Tensor]]
-_SLICE = 1 << 20
+_CHUNK_CPU = 1 << 17  # a few rows of 512 KiB: cache-resident, few enough chunks to keep dispatch cheap
+_CHUNK_CUDA = 1 << 22
 # vector -> (minuend, subtrahend) sources, or a single source
 _REQUIRES = {
     "g": ("g",),
@@ -39,6 +38,21 @@ def available(vector: str, sources: Sources) -> bool:
     return all(source in sources for source in _REQUIRES[vector])
 
 
+class Workspace:
+    """Cache-sized buffers reused by every call (one per dtype and device); keep one per Probe."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+    def rows(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A (count, chunk) buffer; chunk is small enough for the rows to stay in cache on a CPU."""
+        chunk = _CHUNK_CUDA if device.type == "cuda" else _CHUNK_CPU
+        buffer = self._buffers.get((dtype, device))
+        if buffer is None or buffer.shape[0] < count:
+            buffer = self._buffers[(dtype, device)] = torch.empty(count, chunk, dtype=dtype, device=device)
+        return buffer[:count]
+
+
 def reduce_vectors(
     sources: Sources,
     names: list[str],
@@ -46,64 +60,69 @@ def reduce_vectors(
     dots: set[tuple[str, str]],
     l1: set[str],
     linf: set[str],
-    scratch: frozenset[str] = frozenset(),
+    workspace: Workspace | None = None,
 ) -> tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]:
     """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``; skips what ``sources`` lack.
 
-    Sources named in ``scratch`` may be overwritten (they hold a difference afterwards).
+    Each parameter tensor is read chunk by chunk: the needed vectors (differences included) are built
+    in a small buffer, and one Gram product of the buffer gives every inner product at once, so each
+    source tensor crosses the memory bus once however many reductions are asked for.
     """
     dots = {pair for pair in dots if available(pair[0], sources) and available(pair[1], sources)}
     l1 = {v for v in l1 if available(v, sources)}
     linf = {v for v in linf if available(v, sources)}
-    keys = (
-        [("dot", pair) for pair in sorted(dots)]
-        + [("l1", v) for v in sorted(l1)]
-        + [("linf", v) for v in sorted(linf)]
-    )
-    if not keys:
+    vectors = sorted({v for pair in dots for v in pair} | l1 | linf)
+    if not vectors:
         return {}, {}, {}
-    columns: list[Tensor] = []
-    for name in names:
-        cache: dict[str, Tensor] = {}
-
-        def vec(v: str, name: str = name, cache: dict[str, Tensor] = cache) -> Tensor:
-            if v not in cache:
-                t = _build(v, sources, name, scratch)
-                cache[v] = t.reshape(-1).to(torch.promote_types(t.dtype, torch.float32))
-            return cache[v]
-
-        row = []
-        for kind, key in keys:
-            if kind == "dot":
-                row.append(torch.dot(vec(key[0]), vec(key[1])))
-            elif kind == "l1":  # in slices: |v| of a whole large tensor would be a tensor-sized temporary
-                row.append(sum(piece.abs().sum() for piece in vec(key).split(_SLICE)))
-            elif vec(key).numel():  # aminmax is one fast pass; vector_norm(ord=inf) is ~20x slower on CPU
-                low, high = torch.aminmax(vec(key))
-                row.append(torch.maximum(-low, high))
-            else:
-                row.append(vec(key).new_zeros(()))
-        columns.append(torch.stack([r.to(torch.float64) for r in row]))
-    table = torch.stack(columns).cpu().tolist()  # one host copy: [tensor][key]
+    row = {v: i for i, v in enumerate(vectors)}
+    workspace = workspace or Workspace()
+    per_tensor = [
+        _reduce_tensor(sources, name, vectors, row, sorted(l1), sorted(linf), workspace) for name in names
+    ]
+    table = torch.stack(per_tensor).cpu()  # one host copy: [tensor][gram entries, l1s, linfs]
     unique_layers = list(dict.fromkeys(layers))
-    position = {layer: i for i, layer in enumerate(unique_layers)}
-    results: dict[str, dict] = {"dot": {}, "l1": {}, "linf": {}}
-    for j, (kind, key) in enumerate(keys):
+    position = [unique_layers.index(layer) for layer in layers]
+    k = len(vectors)
+
+    def gather(column: Tensor, reduce_max: bool) -> LayerSums:
         per_layer = [0.0] * len(unique_layers)
-        for i, layer in enumerate(layers):
-            value = table[i][j]
-            p = position[layer]
-            per_layer[p] = max(per_layer[p], value) if kind == "linf" else per_layer[p] + value
-        total = max(per_layer) if kind == "linf" else sum(per_layer)
-        results[kind][key] = LayerSums(per_layer, total)
-    return results["dot"], results["l1"], results["linf"]
+        for value, p in zip(column.tolist(), position, strict=True):
+            per_layer[p] = max(per_layer[p], value) if reduce_max else per_layer[p] + value
+        return LayerSums(per_layer, max(per_layer) if reduce_max else sum(per_layer))
+
+    dot_sums = {(a, b): gather(table[:, row[a] * k + row[b]], False) for a, b in dots}
+    l1_sums = {v: gather(table[:, k * k + i], False) for i, v in enumerate(sorted(l1))}
+    linf_sums = {v: gather(table[:, k * k + len(l1) + i], True) for i, v in enumerate(sorted(linf))}
+    return dot_sums, l1_sums, linf_sums
 
 
-def _build(vector: str, sources: Sources, name: str, scratch: frozenset[str]) -> Tensor:
-    parts = _REQUIRES[vector]
-    if len(parts) == 1:
-        return sources[parts[0]][name]
-    minuend, subtrahend = sources[parts[0]][name], sources[parts[1]][name]
-    if parts[1] in scratch:
-        return torch.sub(minuend, subtrahend, out=subtrahend)
-    return minuend - subtrahend
+def _reduce_tensor(
+    sources: Sources, name: str, vectors: list[str], row: dict[str, int], l1: list[str], linf: list[str],
+    workspace: Workspace,
+) -> Tensor:  # fmt: skip
+    """[Gram matrix of the vectors (flattened), their ℓ1 norms, their ℓ∞ norms] for one parameter tensor."""
+    parts = {v: [sources[s][name].reshape(-1) for s in _REQUIRES[v]] for v in vectors}
+    first = parts[vectors[0]][0]
+    dtype = torch.promote_types(first.dtype, torch.float32)
+    buffer = workspace.rows(len(vectors), dtype, first.device)
+    chunk = buffer.shape[1]
+    k = len(vectors)
+    gram = torch.zeros(k, k, dtype=torch.float64, device=first.device)
+    norms1 = torch.zeros(len(l1), dtype=torch.float64, device=first.device)
+    norms_inf = torch.zeros(len(linf), dtype=torch.float64, device=first.device)
+    for start in range(0, first.numel(), chunk):
+        stop = min(start + chunk, first.numel())
+        rows = buffer[:, : stop - start]
+        for v in vectors:
+            pieces = [t[start:stop] for t in parts[v]]
+            if len(pieces) == 1:
+                rows[row[v]].copy_(pieces[0])
+            else:
+                torch.sub(pieces[0], pieces[1], out=rows[row[v]])
+        gram += (rows @ rows.T).double()
+        for i, v in enumerate(l1):
+            norms1[i] += rows[row[v]].abs().sum().double()
+        for i, v in enumerate(linf):
+            low, high = torch.aminmax(rows[row[v]])
+            norms_inf[i] = torch.maximum(norms_inf[i], torch.maximum(-low, high).double())
+    return torch.cat([gram.reshape(-1), norms1, norms_inf])
