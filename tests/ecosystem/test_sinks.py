@@ -1,0 +1,98 @@
+"""Tracker sinks receive every finite metric under a stable namespaced name, and can be read back."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import mse_loss, train
+from torch import nn
+
+from optprobe.probe import Probe, ProbeConfig
+from optprobe.sinks.names import family, tag, tracked_scalars
+
+
+def test_names_are_namespaced_by_family_and_nan_is_skipped():
+    row = {"step": 3, "epoch": 0, "event": "step", "loss": 1.0, "inst_gap_prev": -0.1,
+           "inst_smooth_prev/fc1": 2.0, "update_corr": math.nan, "full_loss": 0.5, "sharpness": 9.0,
+           "grad_l1": 4.0}  # fmt: skip
+    assert tracked_scalars(row) == {
+        "optprobe/train/loss": 1.0,
+        "optprobe/convexity/inst_gap_prev": -0.1,
+        "optprobe/smoothness/layers/inst_smooth_prev/fc1": 2.0,
+        "optprobe/fullbatch/full_loss": 0.5,
+        "optprobe/curvature/sharpness": 9.0,
+        "optprobe/norms/grad_l1": 4.0,
+    }
+    assert (
+        family("cum_update_corr_rs") == "correlation"
+        and tag("r_med/fc1") == "optprobe/curvature/layers/r_med/fc1"
+    )
+
+
+def _probed_run(tmp_path, sink, epochs=2):
+    x, y = torch.randn(32, 3), torch.randn(32)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
+    probe = Probe(model, mse_loss, optimizer=opt, eval_loader=[(x, y)], out_dir=tmp_path / "run",
+                  sinks=[sink], config=ProbeConfig(per_layer=True))  # fmt: skip
+    train(model, mse_loss, batches, opt, probe, epochs=epochs)
+    return probe.table()
+
+
+def test_tensorboard_sink_round_trip(tmp_path):
+    pytest.importorskip("tensorboard", reason="optional extra: pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from optprobe.sinks import TensorBoardSink
+
+    table = _probed_run(tmp_path, TensorBoardSink(tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    gaps = events.Scalars("optprobe/convexity/inst_gap_prev")
+    expected = table.dropna(subset=["inst_gap_prev"])
+    assert [e.step for e in gaps] == list(expected["step"])
+    assert [e.value for e in gaps] == pytest.approx(list(expected["inst_gap_prev"]), rel=1e-6)
+    assert "optprobe/fullbatch/full_loss" in events.Tags()["scalars"]
+
+
+def test_mlflow_sink_round_trip(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="optional extra: pip install mlflow-skinny")
+    from mlflow.tracking import MlflowClient
+
+    from optprobe.sinks import MLflowSink
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local file store: no server, no database
+    uri = (tmp_path / "mlruns").as_uri()
+    sink = MLflowSink(tracking_uri=uri, run_name="probe", experiment="optprobe-test")
+    table = _probed_run(tmp_path, sink)
+    history = MlflowClient(tracking_uri=uri).get_metric_history(
+        sink.run.info.run_id, "optprobe/norms/grad_norm"
+    )
+    assert sorted(m.step for m in history) == sorted(table.dropna(subset=["grad_norm"])["step"])
+
+
+def test_wandb_sink_logs_one_dict_per_step_with_monotone_steps(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="optional extra: pip install wandb")
+    from optprobe.sinks import WandbSink
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sink = WandbSink(project="optprobe-test")
+    logged = []
+    real_log = sink.run.log
+    monkeypatch.setattr(
+        sink.run, "log", lambda data, step: (logged.append((step, data)), real_log(data, step=step))
+    )
+    table = _probed_run(tmp_path, sink)
+    steps = [s for s, _ in logged]
+    assert steps == sorted(set(steps))  # strictly increasing: nothing dropped by W&B
+    merged = dict(logged)
+    epoch_end = table[table["event"] == "epoch_end"].iloc[0]
+    assert merged[int(epoch_end["step"])]["optprobe/fullbatch/full_loss"] == pytest.approx(
+        epoch_end["full_loss"]
+    )
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "no offline run file written"
