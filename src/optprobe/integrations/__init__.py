@@ -1,0 +1,1 @@
+"""Trainer integrations (Hugging Face, Lightning), each importing its framework only when used."""

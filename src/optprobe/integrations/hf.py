@@ -1,0 +1,123 @@
+"""Hugging Face ``Trainer`` integration: ``attach(trainer, ...)`` adds a Probe to a Trainer run.
+
+One Probe step is one optimizer step. With gradient accumulation its batch is the list of the step's
+micro-batches, and its loss is the objective whose gradient the Trainer accumulates:
+Σ_i compute_loss(micro-batch i) (divided by the accumulation steps when the model takes no
+``num_items_in_batch``), under the Trainer's own autocast context, so bf16 runs are measured in bf16.
+The gradient is measured **before clipping** (the Trainer clips before ``on_pre_optimizer_step``, and
+a clipped g_t would not be ∇ℓ(x_t, z_t)). fp16 with a GradScaler is refused: its gradients are scaled
+until clipping.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from optprobe.errors import OptprobeError
+from optprobe.probe import Probe, ProbeConfig
+
+LOGGED = ("inst_gap_prev", "inst_smooth_prev", "update_corr", "grad_norm", "full_loss", "sharpness")
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise OptprobeError(
+            "the Hugging Face integration needs transformers: pip install transformers"
+        ) from None
+    return transformers
+
+
+def attach(trainer: Any, config: ProbeConfig | None = None, log_every: int = 1, **probe_kwargs: Any) -> Probe:
+    """Attach a Probe to ``trainer`` (before ``trainer.train()``); returns it.
+
+    ``probe_kwargs`` go to :class:`~optprobe.probe.Probe` (``out_dir``, ``eval_loader``, ``reference``,
+    ``periodic``, ``sinks`` …). Every ``log_every`` measured steps a few metrics also go to
+    ``trainer.log`` (and so to the Trainer's own ``report_to`` integrations).
+    """
+    if trainer.args.fp16:
+        raise OptprobeError("optprobe measures unscaled gradients: train with bf16=True or in fp32, not fp16")
+    callback = _callback_class()(trainer, config, log_every, probe_kwargs)
+    trainer.add_callback(callback)
+    training_step, clip = trainer.training_step, trainer._clip_grad_norm
+
+    def probed_training_step(model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        callback.micro_batch(inputs, num_items_in_batch)
+        return training_step(model, inputs, num_items_in_batch)
+
+    def probed_clip(model: Any) -> Any:
+        callback.measure()
+        return clip(model)
+
+    trainer.training_step = probed_training_step
+    trainer._clip_grad_norm = probed_clip
+    return callback.probe
+
+
+@functools.cache
+def _callback_class() -> type:
+    """The TrainerCallback subclass, defined on first use so that importing optprobe needs no transformers."""
+
+    class ProbeCallback(_transformers().TrainerCallback):
+        """Feeds the Trainer's optimizer steps to a Probe (see the module docstring)."""
+
+        def __init__(self, trainer: Any, config: ProbeConfig | None, log_every: int, kwargs: dict) -> None:
+            self.trainer = trainer
+            self.log_every = log_every
+            self.batches: list[Any] = []
+            self.num_items: Any = None
+            self.measured = False
+            self.probe = Probe(
+                trainer.model, self._loss, config=config, optimizer=trainer.optimizer, **kwargs
+            )
+
+        def _loss(self, model: Any, batches: list[Any]) -> torch.Tensor:
+            trainer = self.trainer
+            total = 0.0
+            for inputs in batches:
+                with trainer.compute_loss_context_manager():
+                    loss = trainer.compute_loss(model, inputs, num_items_in_batch=self.num_items)
+                divided = not trainer.model_accepts_loss_kwargs or self.num_items is None
+                if divided and trainer.compute_loss_func is None:
+                    loss = loss / trainer.current_gradient_accumulation_steps
+                total = total + loss
+            return total
+
+        def micro_batch(self, inputs: Any, num_items_in_batch: Any) -> None:
+            if not self.batches:
+                # the RNG state before the first micro-batch's forward; the list object is the step's batch
+                # and fills up with the remaining micro-batches before end_step reads it
+                self.probe.begin_step(self.batches)
+            self.batches.append(inputs)
+            self.num_items = num_items_in_batch
+
+        def measure(self) -> None:
+            if self.measured or not self.batches:
+                return
+            self.measured = True
+            if self.probe.optimizer is None:
+                self.probe.optimizer = self.trainer.optimizer
+            row = self.probe.end_step(None)
+            self.batches = []
+            if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
+                scalars = {f"optprobe/{k}": float(row[k]) for k in LOGGED if isinstance(row.get(k), float)}
+                if scalars:
+                    self.trainer.log(scalars)
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.measure()  # without clipping, the gradient is first complete here
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.measured = False
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.probe.end_epoch()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.probe.close()
+
+    return ProbeCallback
