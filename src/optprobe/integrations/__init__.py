@@ -1,1 +1,18 @@
 """Trainer integrations (Hugging Face, Lightning), each importing its framework only when used."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: the metrics a trainer's own logger receives (everything goes to the run directory)
+LOGGED = ("inst_gap_prev", "inst_smooth_prev", "update_corr", "grad_norm", "full_loss", "sharpness")
+
+
+def trainer_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """``{"optprobe/<metric>": value}`` for the finite LOGGED metrics of a Probe row."""
+    return {
+        f"optprobe/{k}": float(row[k])
+        for k in LOGGED
+        if isinstance(row.get(k), float) and math.isfinite(row[k])
+    }

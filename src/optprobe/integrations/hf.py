@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from optprobe.errors import OptprobeError
+from optprobe.integrations import trainer_scalars
 from optprobe.probe import Probe, ProbeConfig
-
-LOGGED = ("inst_gap_prev", "inst_smooth_prev", "update_corr", "grad_norm", "full_loss", "sharpness")
 
 
 def _transformers() -> Any:
@@ -104,7 +103,7 @@ def _callback_class() -> type:
             row = self.probe.end_step(None)
             self.batches = []
             if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
-                scalars = {f"optprobe/{k}": float(row[k]) for k in LOGGED if isinstance(row.get(k), float)}
+                scalars = trainer_scalars(row)
                 if scalars:
                     self.trainer.log(scalars)
 
