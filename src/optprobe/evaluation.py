@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from optprobe.distributed import all_reduce_
 from optprobe.errors import OptprobeError
 
 Batch = Any
@@ -144,14 +145,23 @@ class Evaluator:
         return loss.reshape(())
 
     def loss(self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None) -> Tensor:
-        """ℓ(params, batch), detached, with no graph built."""
+        """ℓ(params, batch), detached, with no graph built (averaged over ranks under DDP)."""
         with self.replay(rng), torch.no_grad():
-            return self.loss_at(params, batch).detach()
+            loss = self.loss_at(params, batch).detach()
+        all_reduce_([loss], mean=True)
+        return loss
 
     def loss_and_grad(
         self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None
     ) -> tuple[Tensor, Params]:
-        """(ℓ(params, batch), ∇ℓ(params, batch)); ``.grad`` fields are never written."""
+        """(ℓ(params, batch), ∇ℓ(params, batch)) (rank means under DDP); ``.grad`` is never written."""
+        loss, grads = self._local_loss_and_grad(params, batch, rng)
+        all_reduce_([loss, *grads.values()], mean=True)
+        return loss, grads
+
+    def _local_loss_and_grad(
+        self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None
+    ) -> tuple[Tensor, Params]:
         leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
         with self.replay(rng), torch.enable_grad():
             loss = self.loss_at(leaves, batch)
@@ -164,7 +174,8 @@ class Evaluator:
         """(F(x), ∇F(x), n): the example-weighted mean loss over ``loader``, gradient accumulated per chunk.
 
         Memory stays at one gradient plus one chunk's activations. Randomness inside the loss
-        (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x.
+        (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x. Under DDP
+        each rank reads its own shard of the data and the totals are summed over ranks.
         """
         total_loss: Tensor | None = None
         total_grad: Params | None = None
@@ -174,7 +185,7 @@ class Evaluator:
             for chunk in loader:
                 n = batch_size(chunk)
                 if with_grad:
-                    loss, grad = self.loss_and_grad(params, chunk)
+                    loss, grad = self._local_loss_and_grad(params, chunk)
                     total_grad = (
                         {k: g * n for k, g in grad.items()}
                         if total_grad is None
@@ -185,7 +196,12 @@ class Evaluator:
                         loss = self.loss_at(params, chunk).detach()
                 total_loss = loss * n if total_loss is None else total_loss + loss * n
                 count += n
-        if count == 0 or total_loss is None:
+        device = next(iter(params.values())).device
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        totals = [zero if total_loss is None else total_loss, zero + count]
+        all_reduce_([*totals, *(total_grad or {}).values()], mean=False)
+        total_loss, count = totals[0], int(totals[1].item())
+        if count == 0:
             raise OptprobeError(
                 "the evaluation loader yielded no batch; pass a non-empty DataLoader as eval_loader "
                 "(check its length and drop_last)"

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from optprobe.distributed import all_reduce_, is_distributed, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import (
     Batch,
@@ -160,6 +161,7 @@ class Probe:
         if_exists: str = "error",
         run_info: Mapping[str, Any] | None = None,
     ) -> None:
+        model = unwrap(model)  # under DDP: the module; the probe's own passes reduce across ranks
         self.model = model
         self.config = config or ProbeConfig()
         self.optimizer = optimizer
@@ -189,8 +191,8 @@ class Probe:
         self._pending: _Pending | None = None
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
-        self.sinks = list(sinks)
-        self.run_dir = self._prepare_run_dir(out_dir, if_exists, run_info)
+        self.sinks = list(sinks) if rank() == 0 else []  # one writer under data parallelism
+        self.run_dir = self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info)
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self) -> list[TrajectoryMetric]:
@@ -302,7 +304,7 @@ class Probe:
         grads = self._gradients()
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
-        loss_value = as_float(loss)
+        loss_value = _rank_mean(loss, next(iter(self.params.values())).device)
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -488,6 +490,15 @@ class Probe:
             self._table.close()
             self._table = None
         self._keep_rows = self.rows_written
+
+
+def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
+    """The step's loss averaged over data-parallel ranks (the local value without a process group)."""
+    if not is_distributed():
+        return as_float(loss)
+    value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
+    all_reduce_([value], mean=True)
+    return float(value)
 
 
 def _count_rows(run_dir: Path) -> int | None:

@@ -1,0 +1,42 @@
+"""Data-parallel support: the probe's own passes reduce across ranks exactly as DDP reduces training.
+
+Under DDP every rank holds the same parameters and, after ``backward()``, the same averaged gradient,
+so inner products and norms of those need no communication. The probe's extra passes (the loss and
+gradient at x_{t−1} or x*, full-batch sums) bypass DDP's hooks and are all-reduced here: means for
+per-batch passes (DDP averages gradients over ranks), sums of example-weighted totals for full-batch
+passes. Only rank 0 writes a run directory and feeds sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module DDP wraps (``model.module``), or the model itself."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_(tensors: Sequence[Tensor], mean: bool) -> None:
+    """In place: the sum (or mean) over ranks of each tensor, in one collective on a flat buffer."""
+    if not is_distributed() or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    if mean:
+        flat /= dist.get_world_size()
+    for t, piece in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        t.copy_(piece.view_as(t))
