@@ -21,6 +21,7 @@ import sys
 import tempfile
 
 import torch
+from overhead import loss_fn, train_steps  # the same loop, side by side in this folder
 from torch import nn
 
 from optprobe.probe import Probe, ProbeConfig
@@ -39,10 +40,6 @@ def build(width: int, depth: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(width, 10))
 
 
-def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-
 def measure(config_name: str, width: int, depth: int, device: str, steps: int = 4) -> float:
     """Train ``steps`` steps under ``config_name`` in this process; return its peak memory in bytes."""
     torch.manual_seed(0)
@@ -52,15 +49,7 @@ def measure(config_name: str, width: int, depth: int, device: str, steps: int = 
     config = CONFIGS[config_name]
     with tempfile.TemporaryDirectory() as tmp:
         probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
-        for _ in range(steps):
-            if probe is not None:
-                probe.begin_step(batch)
-            opt.zero_grad()
-            loss = loss_fn(model, batch)
-            loss.backward()
-            if probe is not None:
-                probe.end_step(loss)
-            opt.step()
+        train_steps(model, batch, opt, probe, steps)
         peak = _peak(device)  # before close(): writing the parquet copy of the table is not training overhead
         if probe is not None:
             probe.close()

@@ -73,20 +73,27 @@ def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0
         probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
         _sync(device)
         start = time.perf_counter()
-        for _ in range(steps):
-            if probe is not None:
-                probe.begin_step(batch)
-            opt.zero_grad()
-            loss = loss_fn(model, batch)
-            loss.backward()
-            if probe is not None:
-                probe.end_step(loss)
-            opt.step()
+        train_steps(model, batch, opt, probe, steps)
         _sync(device)
         elapsed = time.perf_counter() - start
         if probe is not None:
             probe.close()
     return elapsed
+
+
+def train_steps(
+    model: nn.Module, batch: tuple, opt: torch.optim.Optimizer, probe: Probe | None, steps: int
+) -> None:
+    """The plain training loop, with the probe's two calls when there is a probe."""
+    for _ in range(steps):
+        if probe is not None:
+            probe.begin_step(batch)
+        opt.zero_grad()
+        loss = loss_fn(model, batch)
+        loss.backward()
+        if probe is not None:
+            probe.end_step(loss)
+        opt.step()
 
 
 def _sync(device: str) -> None:

@@ -6,14 +6,13 @@ inst_gap(y) = ℓ(x_t, z_t) − ℓ(y, z_t) − ⟨g_t, x_t − y⟩ with y = x_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from optprobe.metrics.base import Needs, StepData, TrajectoryMetric
-from optprobe.metrics.windows import WindowStats
+from optprobe.metrics.base import Needs, StepData
+from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
-class ConvexityGap(TrajectoryMetric):
+class ConvexityGap(WindowedMetric):
     """inst_gap, avg_gap and exp_gap against ``against`` = "prev" (x_{t−1}) or "ref" (x*)."""
 
     def __init__(self, against: str = "prev", betas: Sequence[float] = (0.99,)) -> None:
@@ -35,12 +34,3 @@ class ConvexityGap(TrajectoryMetric):
             f"avg_gap_{suffix}": self.window.mean,
             **self.window.emas(f"exp_gap_{suffix}"),
         }
-
-    def reset_window(self) -> None:
-        self.window.reset()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"window": self.window.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.window.load_state_dict(state["window"])

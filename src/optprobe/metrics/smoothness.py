@@ -6,14 +6,13 @@ inst_smooth(y) = ‖∇ℓ(x_t, z_t) − ∇ℓ(y, z_t)‖ / ‖x_t − y‖, a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from optprobe.metrics.base import Needs, StepData, TrajectoryMetric, safe_ratio
-from optprobe.metrics.windows import WindowStats
+from optprobe.metrics.base import Needs, StepData, safe_ratio
+from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
-class Smoothness(TrajectoryMetric):
+class Smoothness(WindowedMetric):
     """inst_smooth, max_smooth, exp_smooth against "prev" or "ref"; per layer when asked."""
 
     def __init__(
@@ -44,12 +43,3 @@ class Smoothness(TrajectoryMetric):
             pairs = zip(data.layers, data.layer_norms(dg), data.layer_norms(dx), strict=True)
             row.update({f"inst_smooth_{suffix}/{layer}": safe_ratio(a, b) for layer, a, b in pairs})
         return row
-
-    def reset_window(self) -> None:
-        self.window.reset()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"window": self.window.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.window.load_state_dict(state["window"])

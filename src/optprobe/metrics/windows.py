@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from optprobe.metrics.base import TrajectoryMetric
+
 
 class WindowStats:
     """mean_t, max_t and e_t = β e_{t−1} + (1−β) v_t (e_0 = 0, no bias correction) of a scalar stream."""
@@ -53,3 +55,18 @@ class WindowStats:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.total, self.count = float(state["total"]), int(state["count"])
         self.maximum, self.ema = float(state["maximum"]), [float(e) for e in state["ema"]]
+
+
+class WindowedMetric(TrajectoryMetric):
+    """A trajectory metric whose state is one :class:`WindowStats` (restarted with each window)."""
+
+    window: WindowStats
+
+    def reset_window(self) -> None:
+        self.window.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": self.window.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window.load_state_dict(state["window"])

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from optprobe.errors import OptprobeError
+from optprobe.optim.closure import evaluate_closure
 from optprobe.reductions import layer_of
 
 PARTITIONS = ("coordinate", "tensor", "layer", "group")
@@ -77,10 +78,7 @@ class BlockwiseAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for block in self._blocks(group):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from optprobe.optim.closure import evaluate_closure
+
 
 class _GlobalDirectionSGD(torch.optim.Optimizer):
     """SGD along d = g or its EMA m, with a step size that depends on the global ‖d‖."""
@@ -21,10 +23,7 @@ class _GlobalDirectionSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         directions: list[tuple[Tensor, Tensor, dict]] = []
         for group in self.param_groups:
             beta = group["momentum"]

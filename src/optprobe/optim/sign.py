@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from optprobe.optim.closure import evaluate_closure
+
 
 class GeneralizedSignSGD(torch.optim.Optimizer):
     """See the module docstring; the second moment is of the momentum m, not of the gradient."""
@@ -26,10 +28,7 @@ class GeneralizedSignSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             (beta1, beta2), eps = group["betas"], group["eps"]
             for p in group["params"]:
