@@ -163,6 +163,8 @@ def test_stationarity(last, label):
 def test_variance_reduction():
     assert check_variance_reduction(table(grad_std=np.linspace(2, 1, 12))).verdict is Label.HOLDS
     assert check_variance_reduction(table(grad_std=np.linspace(1, 2, 12))).verdict is Label.FAILS
+    full_batch = check_variance_reduction(table(grad_std=np.zeros(12)))
+    assert full_batch.verdict is Label.NOT_MEASURED and "full batch" in full_batch.detail
     assert check_variance_reduction(table(grad_std=[1.0, 0.5])).verdict is Label.INCONCLUSIVE
 
 

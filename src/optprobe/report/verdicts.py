@@ -376,8 +376,10 @@ def check_stationarity(table: pd.DataFrame, info: RunInfo | None = None) -> Verd
 
 
 def _thirds_ratio(values: pd.Series) -> float:
+    """mean of the last third / mean of the first third (NaN when the first third is all zero)."""
     third = len(values) // 3
-    return float(values.iloc[-third:].mean() / values.iloc[:third].mean())
+    first = float(values.iloc[:third].mean())
+    return float(values.iloc[-third:].mean()) / first if first != 0 else math.nan
 
 
 def check_variance_reduction(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
@@ -395,6 +397,9 @@ def check_variance_reduction(table: pd.DataFrame, info: RunInfo | None = None) -
             key, assumption, statistic, math.nan, criterion, Label.INCONCLUSIVE, f"only {len(std)} values"
         )
     ratio = _thirds_ratio(std)
+    if not math.isfinite(ratio):
+        detail = "grad_std is 0: the minibatch is the full batch, so there is no gradient noise to reduce"
+        return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
     detail = f"grad_std from {std.iloc[0]:.3g} to {std.iloc[-1]:.3g}"
     return Verdict(
         key,
