@@ -1,9 +1,10 @@
 """Hessian-vector products H v with H = ∇²ℓ(x, z) over all trained parameters, on flat vectors.
 
-Forward-over-reverse (``jvp`` of ``grad``, batched over vectors with ``vmap``) is the default. Models that
-torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics update clashes
-with ``vmap``) fall back, once per model and with one warning, to double backward on a separate
-evaluation whose gradient graph is built once per operator and reused for every product.
+Stacks of vectors (probes, basis rows) use forward-over-reverse (``jvp`` of ``grad``, batched with
+``vmap``). Single vectors (Lanczos) use double backward through a gradient graph built once per
+operator on a separate evaluation and reused for every product: one backward per product instead of a
+forward and a backward. Models that torch.func cannot trace fall back, once per model and with one
+warning, to double backward for stacks too.
 """
 
 from __future__ import annotations
@@ -121,7 +122,12 @@ class HessianOperator:
 
     def _products(self, stack: Tensor) -> Tensor:
         model = self.evaluator.model
-        if self.method == "double_backward" or (self.method == "auto" and model in _DOUBLE_BACKWARD_MODELS):
+        # "auto": one vector at a time (Lanczos) reuses a stored gradient graph, one backward per product;
+        # stacks of vectors (probes, basis rows) go through batched forward-over-reverse
+        single = stack.shape[0] == 1
+        if self.method == "double_backward" or (
+            self.method == "auto" and (single or model in _DOUBLE_BACKWARD_MODELS)
+        ):
             return self._double_backward(stack)
         if self.method == "forward":
             return self._forward_over_reverse(stack)
