@@ -2,12 +2,10 @@
 
 Prints, for an MLP and a small CNN, the wall-time ratio probe/plain for
   (a) the full trajectory set every step, (b) gaps only, (c) the full set every 10 steps,
-and the peak-memory overhead in units of the model's parameter size (each mode in a fresh
-subprocess, peak RSS on CPU or peak allocated memory on CUDA).
+(memory is measured by benchmarks/memory.py, on a model large enough for it to show).
 
 Modes are interleaved round by round and each ratio is a median over rounds, so drifting machine
-load affects plain and probed runs alike. Targets (issue 2): (a) ≤ 2.1×, (b) ≤ 1.45×, (c) ≤ 1.15×,
-memory ≤ 2 parameter copies.
+load affects plain and probed runs alike. Targets (issue 2): (a) ≤ 2.1×, (b) ≤ 1.45×, (c) ≤ 1.15×.
 
     python benchmarks/overhead.py [--steps 30] [--rounds 5] [--device cpu|cuda]
 """
@@ -15,10 +13,7 @@ memory ≤ 2 parameter copies.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -101,18 +96,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def peak_memory(model_name: str, mode: str, steps: int, device: str) -> float:
-    """Peak memory in bytes of a fresh process training under ``mode`` (RSS on CPU, allocated on CUDA)."""
-    code = (
-        "import json, resource, sys, torch; sys.path.insert(0, 'benchmarks'); import overhead as o;"
-        f"o.run_steps({model_name!r}, {mode!r}, {steps}, {device!r});"
-        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() and "
-        f"{device!r}.startswith('cuda') else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,7 +104,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     args = parser.parse_args()
     print(
         f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -129,7 +111,6 @@ def main() -> None:
     )
     for name in args.models:
         n_params = sum(p.numel() for p in make_model(name)[0].parameters())
-        param_bytes = 4 * n_params
         for mode in MODES:  # warm-up: allocator, kernels, first-call overheads
             run_steps(name, mode, 3, args.device)
         times: dict[str, list[float]] = {m: [] for m in MODES}
@@ -138,18 +119,12 @@ def main() -> None:
                 times[mode].append(run_steps(name, mode, args.steps, args.device, seed=r))
         plain = statistics.median(times["plain"])
         print(f"\n{name}: {n_params / 1e6:.2f}M parameters, plain step {1e3 * plain / args.steps:.2f} ms")
-        base_mem = None if args.no_memory else peak_memory(name, "plain", 12, args.device)
         for mode in MODES:
             if mode == "plain":
                 continue
             ratio = statistics.median(t / p for t, p in zip(times[mode], times["plain"], strict=True))
             verdict = "ok" if ratio <= TARGETS[mode] else "ABOVE TARGET"
-            line = f"  {mode:<30} time x{ratio:5.2f}  (target <= {TARGETS[mode]}, {verdict})"
-            if base_mem is not None:
-                mem = peak_memory(name, mode, 12, args.device)
-                copies = (mem - base_mem) / param_bytes
-                line += f"   peak memory x{mem / base_mem:5.2f}, +{copies:4.2f} param copies"
-            print(line, flush=True)
+            print(f"  {mode:<30} time x{ratio:5.2f}  (target <= {TARGETS[mode]}, {verdict})", flush=True)
 
 
 if __name__ == "__main__":
