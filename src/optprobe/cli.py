@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from optprobe.experiments.config import unmatched_run_overrides
     from optprobe.experiments.registry import DEFAULT_SUITE, experiment_from_run_dir, get_experiment
     from optprobe.experiments.runner import Divergence, run_experiment
 
@@ -110,14 +111,20 @@ def _run(args: argparse.Namespace) -> int:
         experiments = [experiment_from_run_dir(args.from_dir, overrides)]
     else:
         names = args.experiments or list(DEFAULT_SUITE)
-        experiments = [get_experiment(name, overrides, args.quick) for name in names]  # validate all first
+        strict = len(names) == 1  # with several experiments, runs.LABEL overrides apply where LABEL exists
+        experiments = [get_experiment(name, overrides, args.quick, strict) for name in names]  # validate all
+        unmatched = unmatched_run_overrides(overrides, experiments)
+        if unmatched:
+            raise OptprobeError(f"--set {unmatched[0]!r} names a run that none of {names} has")
     start = time.perf_counter()
     run_dirs: list[Path] = []
+    diverged = 0
     for experiment in experiments:
         print(f"== {experiment.name}: {experiment.title}", flush=True)
         try:
             run_dirs += run_experiment(experiment, args.out, args.device, progress=not args.no_progress)
         except Divergence as exc:
+            diverged += 1
             print(f"optprobe: {exc}", file=sys.stderr)
     print(f"{len(run_dirs)} runs in {time.perf_counter() - start:.0f} s, in {args.out}/")
     if not args.no_report and run_dirs:
@@ -125,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
         path = build_report(run_dirs, args.out)
         print(f"report: {path}")
-    return 0
+    return 1 if diverged else 0
 
 
 def _sweep(args: argparse.Namespace) -> int:

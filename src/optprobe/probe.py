@@ -240,7 +240,13 @@ class Probe:
     # ------------------------------------------------------------------------------- the loop
     def begin_step(self, batch: Batch) -> None:
         """Call before the forward pass of each training step: remembers z_t and the RNG state."""
-        device = batch_device(batch) or next(iter(self.params.values())).device
+        param_device = next(iter(self.params.values())).device
+        device = batch_device(batch) or param_device
+        if device.type != param_device.type:
+            raise OptprobeError(
+                f"the batch is on {device} but the model's parameters are on {param_device}: move the batch "
+                "to the model's device before probe.begin_step(batch)"
+            )
         self._pending = _Pending(batch, RngState.capture(device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:

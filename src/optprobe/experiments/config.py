@@ -103,7 +103,9 @@ REFERENCES = ("none", "minimizer", "pilot", "pilot_other_seed")
 DIVERGENCE_POLICIES = ("stop", "skip")
 
 
-def load_experiment(path: str | Path, overrides: list[str] = (), quick: bool = False) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path, overrides: list[str] = (), quick: bool = False, strict: bool = True
+) -> ExperimentConfig:
     """Read an experiment TOML file, apply ``quick`` settings and ``--set`` overrides, and validate it."""
     path = Path(path)
     try:
@@ -112,11 +114,15 @@ def load_experiment(path: str | Path, overrides: list[str] = (), quick: bool = F
         raise OptprobeError(f"experiment file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise OptprobeError(f"{path} is not valid TOML: {exc}") from None
-    return experiment_from_dict(raw, overrides, quick, source=str(path))
+    return experiment_from_dict(raw, overrides, quick, source=str(path), strict=strict)
 
 
 def experiment_from_dict(
-    raw: dict[str, Any], overrides: list[str] = (), quick: bool = False, source: str = "config"
+    raw: dict[str, Any],
+    overrides: list[str] = (),
+    quick: bool = False,
+    source: str = "config",
+    strict: bool = True,
 ) -> ExperimentConfig:
     """Build a validated :class:`ExperimentConfig` from parsed TOML (see :func:`load_experiment`)."""
     raw = dict(raw)
@@ -128,7 +134,7 @@ def experiment_from_dict(
     if quick:
         shared = _merge(shared, header.quick)
     labels = [str(t.get("label", f"run{i}")) if isinstance(t, dict) else "" for i, t in enumerate(run_tables)]
-    run_overrides, per_label = _parse_overrides(overrides, labels)
+    run_overrides, per_label = _parse_overrides(overrides, labels, strict)
     runs = []
     for i, table in enumerate(run_tables):
         if not isinstance(table, dict):
@@ -170,10 +176,11 @@ def _check_choices(run: RunConfig, source: str) -> None:
 
 
 def _parse_overrides(
-    overrides: list[str], labels: list[str]
+    overrides: list[str], labels: list[str], strict: bool = True
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``key=value`` → nested dict; ``runs.LABEL.key=value`` goes to that run only (labels may contain
-    dots: the longest matching label wins). Values are TOML; a bare word is a string."""
+    dots: the longest matching label wins; without ``strict`` an unknown label is skipped). Values are
+    TOML; a bare word is a string."""
     shared: dict[str, Any] = {}
     per_label: dict[str, dict[str, Any]] = {}
     for item in overrides:
@@ -185,6 +192,8 @@ def _parse_overrides(
         if key.startswith("runs."):
             rest = key[len("runs.") :]
             matches = [label for label in labels if rest.startswith(label + ".")]
+            if not matches and not strict:
+                continue
             if not matches:
                 raise OptprobeError(
                     f"--set {item!r}: a per-run override reads runs.LABEL.key=value; this experiment's "
@@ -254,3 +263,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     ):
         return value
     raise OptprobeError(f"{where} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def unmatched_run_overrides(overrides: list[str], experiments: list[ExperimentConfig]) -> list[str]:
+    """The ``runs.LABEL.key=value`` overrides whose LABEL is a run of none of ``experiments``."""
+    labels = [run.label for exp in experiments for run in exp.runs]
+    return [
+        item
+        for item in overrides
+        if item.startswith("runs.")
+        and not any(item[len("runs.") :].startswith(f"{label}.") for label in labels)
+    ]

@@ -55,9 +55,12 @@ def experiment_path(name_or_path: str) -> Path:
     raise OptprobeError(f"unknown experiment {name_or_path!r}.{hint} `optprobe list` shows all of them.")
 
 
-def get_experiment(name_or_path: str, overrides: list[str] = (), quick: bool = False) -> ExperimentConfig:
-    """The validated configuration of a named experiment (or an experiment TOML file)."""
-    return load_experiment(experiment_path(name_or_path), overrides, quick)
+def get_experiment(
+    name_or_path: str, overrides: list[str] = (), quick: bool = False, strict: bool = True
+) -> ExperimentConfig:
+    """The validated configuration of a named experiment (or an experiment TOML file); without ``strict``,
+    per-run overrides naming runs the experiment does not have are ignored."""
+    return load_experiment(experiment_path(name_or_path), overrides, quick, strict)
 
 
 def experiment_from_run_dir(run_dir: str | Path, overrides: list[str] = ()) -> ExperimentConfig:

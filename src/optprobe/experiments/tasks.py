@@ -418,7 +418,9 @@ def mnist1d_cnn(
 
 
 def _text_bytes(path: str | Path | None, text_column: str, max_bytes: int | None) -> torch.Tensor:
-    """Shakespeare (path None), a datasets.save_to_disk folder's text column, or a folder of *.txt."""
+    """Shakespeare (path None), a datasets.save_to_disk folder's text column, or a folder of *.txt;
+    ``max_bytes`` 0 or None reads everything."""
+    max_bytes = max_bytes or None
     if path is None:
         return text.load_shakespeare(max_bytes)
     if user.is_hf_dataset_dir(path):
