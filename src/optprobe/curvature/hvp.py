@@ -1,9 +1,19 @@
 """Hessian-vector products H v with H = ∇²ℓ(x, z) over all trained parameters, on flat vectors.
 
-Forward-over-reverse (``jvp`` of ``grad``, batched over vectors with ``vmap``) is the default. Models that
-torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics update clashes
-with ``vmap``) fall back, once per model and with one warning, to double backward on a separate
-evaluation whose gradient graph is built once per operator and reused for every product.
+Two exact ways to compute H v, chosen per call by ``method="auto"``:
+
+* double backward, H v = ∇_x ⟨∇ℓ(x), v⟩: the gradient graph g(x) = ∇ℓ(x) (``create_graph=True``) is built
+  once per operator, on detached copies of the parameters (never the user's own graph), and each product
+  is one backward pass through it. After the first, a product costs about one backward of the gradient,
+  so a single vector (the sequential calls of Lanczos) uses this path. Memory: the one stored graph, held
+  until the operator is dropped.
+* forward-over-reverse, H v = ∂_t ∇ℓ(x + t v)|₀ (``jvp`` of ``grad``), batched over a stack of vectors
+  with ``vmap``: each call re-runs the forward and backward with dual numbers, which costs about three
+  plain HVPs for one vector, but ``vmap`` amortises it over a stack (Hutchinson, Cauchy probes, rows).
+
+Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
+update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
+stacks as well.
 """
 
 from __future__ import annotations
@@ -76,7 +86,13 @@ class ParamLayout:
 
 
 class HessianOperator:
-    """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d)."""
+    """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d).
+
+    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, double
+    backward for everything on models torch.func cannot trace), ``"forward"`` or ``"double_backward"``.
+    ``chunk_size`` bounds how many vectors ``vmap`` pushes through the model at once. All parameters must
+    share one dtype and one device.
+    """
 
     def __init__(
         self,
@@ -88,6 +104,14 @@ class HessianOperator:
     ) -> None:
         if method not in ("auto", "forward", "double_backward"):
             raise OptprobeError(f"method must be 'auto', 'forward' or 'double_backward', got {method!r}")
+        dtypes = {p.dtype for p in params.values()}
+        devices = {p.device for p in params.values()}
+        if len(dtypes) > 1 or len(devices) > 1:
+            found = ", ".join(f"{name}: {p.dtype} on {p.device}" for name, p in params.items())
+            raise OptprobeError(
+                "Hessian-vector products need every trained parameter in one dtype on one device, "
+                f"got {found}; cast the model (e.g. model.double()) or freeze the odd parameters"
+            )
         self.evaluator = evaluator
         self.params = {name: p.detach() for name, p in params.items()}
         self.batch = batch
@@ -121,13 +145,17 @@ class HessianOperator:
 
     def _products(self, stack: Tensor) -> Tensor:
         model = self.evaluator.model
-        if self.method == "double_backward" or (self.method == "auto" and model in _DOUBLE_BACKWARD_MODELS):
+        if self.method != "auto":
+            forward = self.method == "forward"
+        else:  # one vector: a backward through the stored graph beats re-running forward and backward
+            forward = stack.shape[0] > 1 and model not in _DOUBLE_BACKWARD_MODELS
+        if not forward:
             return self._double_backward(stack)
-        if self.method == "forward":
-            return self._forward_over_reverse(stack)
         try:
             return self._forward_over_reverse(stack)
         except Exception as err:  # torch.func raises assorted types for untraceable models
+            if self.method == "forward":
+                raise
             _DOUBLE_BACKWARD_MODELS.add(model)
             warnings.warn(
                 f"forward-over-reverse Hessian-vector products failed for {type(model).__name__} "
