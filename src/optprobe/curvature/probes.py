@@ -8,6 +8,7 @@ drawn in row order, so the concatenated chunks are the same K × d matrix for ev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,8 +26,9 @@ def rademacher(rows: int, dim: int, gen: torch.Generator) -> Tensor:
 
 
 def cauchy(rows: int, dim: int, gen: torch.Generator) -> Tensor:
-    """I.i.d. standard Cauchy entries, density 1 / (π (1 + t²))."""
-    return torch.empty(rows, dim, dtype=torch.float64).cauchy_(generator=gen)
+    """I.i.d. standard Cauchy entries, density 1 / (π (1 + t²)), by the inverse CDF tan(π (u − ½)) with
+    u ~ U[0, 1) (the formula ``Tensor.cauchy_`` uses, at half its cost on CPU)."""
+    return torch.rand(rows, dim, dtype=torch.float64, generator=gen).sub_(0.5).mul_(math.pi).tan_()
 
 
 def probe_products(
