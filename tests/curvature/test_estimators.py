@@ -13,9 +13,12 @@ from optprobe.curvature import (
     hessian_rows,
     hessian_trace,
     hutchinson_diagonal,
+    row_l1_norms,
     sample_coordinates,
 )
-from optprobe.errors import ProbeWarning
+from optprobe.errors import OptprobeError, ProbeWarning
+
+from .conftest import make_case
 
 
 @pytest.fixture(autouse=True)
@@ -90,3 +93,35 @@ def test_blockwise_smoothness_uses_within_block_norms(case):
     for name, idx in op.layout.blocks("tensor").items():
         want = h[idx][:, idx].sum().item() / idx.numel()
         assert got[name] == pytest.approx(want, rel=4 * rel_sd, abs=1e-12)
+
+
+def test_chunked_probes_and_row_passes_give_the_same_estimates():
+    case = make_case("mlp")
+    op = case.operator()
+    one_chunk = hessian_trace(op, n_probes=40, seed=5, probes_at_once=40)
+    chunked = hessian_trace(op, n_probes=40, seed=5, probes_at_once=7)
+    assert (chunked.mean, chunked.se) == pytest.approx((one_chunk.mean, one_chunk.se), rel=1e-12)
+    torch.testing.assert_close(
+        hutchinson_diagonal(op, n_probes=40, seed=5, probes_at_once=7),
+        hutchinson_diagonal(op, n_probes=40, seed=5, probes_at_once=40),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    whole = row_l1_norms(op, n_probes=40, seed=5)
+    op.n_hvps = 0
+    # 40 probes × (2 · 8 + 1) bytes = 680 bytes a row: 5 rows a pass, ⌈51 / 5⌉ = 11 passes
+    passes = row_l1_norms(op, n_probes=40, seed=5, probes_at_once=9, max_memory=5 * 680 + 1)
+    assert torch.equal(passes, whole)
+    assert op.n_hvps == 11 * 40
+    torch.testing.assert_close(row_l1_norms(op, 40, 5, rows=torch.tensor([3, 0, 50])), whole[[3, 0, 50]])
+    with pytest.raises(OptprobeError, match="max_memory"):
+        row_l1_norms(op, n_probes=40, max_memory=100)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 6])
+def test_row_medians_match_sorting_with_ties(k):
+    from optprobe.curvature.cauchy import _row_medians
+
+    values = torch.randint(0, 3, (200, k)).float()
+    ordered = values.double().sort(dim=1).values
+    torch.testing.assert_close(_row_medians(values), (ordered[:, (k - 1) // 2] + ordered[:, k // 2]) / 2)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from optprobe.curvature import HessianOperator, ParamLayout
-from optprobe.errors import ProbeWarning
+from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Evaluator, trained_parameters
 
 from .conftest import make_case
@@ -89,3 +89,49 @@ def test_layout_roundtrip_and_blocks():
     assert torch.equal(torch.cat(list(layers.values())), torch.arange(layout.dim))
     assert list(layout.blocks("tensor")) == list(params)
     assert list(layout.blocks(lambda name: "all")) == ["all"]
+
+
+def test_single_vectors_reuse_one_stored_graph_and_stacks_use_forward():
+    case = make_case("mlp")
+    calls = {"n": 0}
+    loss_fn = case.evaluator.loss_fn
+
+    def counted(model, batch):
+        calls["n"] += 1
+        return loss_fn(model, batch)
+
+    evaluator = Evaluator(case.evaluator.model, counted)
+    op = HessianOperator(evaluator, case.params, case.batch)
+    exact = case.hessian()
+    v = torch.randn(4, op.dim, dtype=op.dtype, generator=torch.Generator().manual_seed(0))
+    for row, want in zip(v, v @ exact, strict=True):
+        torch.testing.assert_close(op(row), want, rtol=1e-10, atol=1e-12)
+    assert calls["n"] == 1  # one graph for all single-vector products
+    torch.testing.assert_close(op(v), v @ exact, rtol=1e-10, atol=1e-12)
+    assert calls["n"] == 2  # a stack goes through one vmapped forward-over-reverse trace
+    assert op.n_hvps == 8
+
+
+def test_single_vector_on_untraceable_model_needs_no_fallback():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    evaluator = Evaluator(model, lambda m, b: _OldStyleCube.apply(m(b)).mean())
+    params = trained_parameters(model)
+    layout = ParamLayout.of(params)
+    exact = torch.autograd.functional.hessian(
+        lambda t: evaluator.loss_at(layout.unflatten(t), x), layout.flatten(params).detach()
+    )
+    v = torch.ones(layout.dim, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProbeWarning)
+        torch.testing.assert_close(
+            HessianOperator(evaluator, params, x)(v), exact @ v, rtol=1e-10, atol=1e-12
+        )
+
+
+def test_mixed_parameter_dtypes_are_refused():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1).double())
+    evaluator = Evaluator(model, lambda m, b: m(b).sum())
+    with pytest.raises(OptprobeError, match="one dtype"):
+        HessianOperator(evaluator, trained_parameters(model), torch.randn(2, 3))

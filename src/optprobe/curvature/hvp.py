@@ -1,10 +1,20 @@
 """Hessian-vector products H v with H = ∇²ℓ(x, z) over all trained parameters, on flat vectors.
 
-Stacks of vectors (probes, basis rows) use forward-over-reverse (``jvp`` of ``grad``, batched with
-``vmap``). Single vectors (Lanczos) use double backward through a gradient graph built once per
-operator on a separate evaluation and reused for every product: one backward per product instead of a
-forward and a backward. Models that torch.func cannot trace fall back, once per model and with one
-warning, to double backward for stacks too.
+Two exact ways to compute H v, chosen per call by ``method="auto"``:
+
+* double backward, H v = ∇_x ⟨∇ℓ(x), v⟩: the gradient graph g(x) = ∇ℓ(x) (``create_graph=True``) is built
+  once per operator, on detached copies of the parameters (never the user's own graph), and each product
+  is one backward pass through it. After the first, a product costs about one backward of the gradient,
+  so a single vector (the sequential calls of Lanczos) uses this path. Memory: the one stored graph, held
+  until the operator is dropped.
+* forward-over-reverse, H v = ∂_t ∇ℓ(x + t v)|₀ (``jvp`` of ``grad``), batched over a stack of vectors
+  with ``vmap``: each call re-runs the forward and backward with dual numbers, which for one vector
+  costs 2-3.5x a product through the stored graph (CPU, MLP and small CNN), but ``vmap`` amortises it
+  over a stack (Hutchinson, Cauchy probes, Hessian rows) to about the same cost per vector or less.
+
+Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
+update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
+stacks as well.
 """
 
 from __future__ import annotations
@@ -77,7 +87,13 @@ class ParamLayout:
 
 
 class HessianOperator:
-    """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d)."""
+    """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d).
+
+    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, double
+    backward for everything on models torch.func cannot trace), ``"forward"`` or ``"double_backward"``.
+    ``chunk_size`` bounds how many vectors ``vmap`` pushes through the model at once. All parameters must
+    share one dtype and one device.
+    """
 
     def __init__(
         self,
@@ -89,6 +105,18 @@ class HessianOperator:
     ) -> None:
         if method not in ("auto", "forward", "double_backward"):
             raise OptprobeError(f"method must be 'auto', 'forward' or 'double_backward', got {method!r}")
+        groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+        for name, p in params.items():
+            groups.setdefault((p.dtype, p.device), []).append(name)
+        if len(groups) > 1:
+            found = "; ".join(
+                f"{dtype} on {device}: {', '.join(names[:3])}{', …' if len(names) > 3 else ''}"
+                for (dtype, device), names in groups.items()
+            )
+            raise OptprobeError(
+                "Hessian-vector products need every trained parameter in one dtype on one device, "
+                f"got {found}; cast the model (e.g. model.double()) or freeze the odd parameters"
+            )
         self.evaluator = evaluator
         self.params = {name: p.detach() for name, p in params.items()}
         self.batch = batch
@@ -122,18 +150,17 @@ class HessianOperator:
 
     def _products(self, stack: Tensor) -> Tensor:
         model = self.evaluator.model
-        # "auto": one vector at a time (Lanczos) reuses a stored gradient graph, one backward per product;
-        # stacks of vectors (probes, basis rows) go through batched forward-over-reverse
-        single = stack.shape[0] == 1
-        if self.method == "double_backward" or (
-            self.method == "auto" and (single or model in _DOUBLE_BACKWARD_MODELS)
-        ):
+        if self.method != "auto":
+            forward = self.method == "forward"
+        else:  # one vector: a backward through the stored graph beats re-running forward and backward
+            forward = stack.shape[0] > 1 and model not in _DOUBLE_BACKWARD_MODELS
+        if not forward:
             return self._double_backward(stack)
-        if self.method == "forward":
-            return self._forward_over_reverse(stack)
         try:
             return self._forward_over_reverse(stack)
         except Exception as err:  # torch.func raises assorted types for untraceable models
+            if self.method == "forward":
+                raise
             _DOUBLE_BACKWARD_MODELS.add(model)
             warnings.warn(
                 f"forward-over-reverse Hessian-vector products failed for {type(model).__name__} "

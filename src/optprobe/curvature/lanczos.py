@@ -1,4 +1,8 @@
-"""Extreme Hessian eigenvalues by Lanczos with full reorthogonalisation."""
+"""Extreme Hessian eigenvalues by Lanczos with full reorthogonalisation.
+
+Each step multiplies one vector, so with ``method="auto"`` every product after the first is a single
+backward pass through the operator's stored gradient graph (see :mod:`optprobe.curvature.hvp`).
+"""
 
 from __future__ import annotations
 

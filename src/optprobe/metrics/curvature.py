@@ -11,6 +11,7 @@ from optprobe.curvature import (
     sharpness,
     singular_uniformity,
 )
+from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
 from optprobe.evaluation import Batch, Evaluator, Params
 from optprobe.metrics.base import PeriodicMetric
@@ -88,7 +89,10 @@ class DiagonalGeometry(_HessianMetric):
 
 
 class HessianL11(_HessianMetric):
-    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``."""
+    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``.
+
+    The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
+    otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
 
     def __init__(
         self,
@@ -97,16 +101,19 @@ class HessianL11(_HessianMetric):
         partition: Partition | None = None,
         seed: int = 0,
         chunk_size: int | None = 32,
+        max_memory: int = MAX_MEMORY,
     ) -> None:
         super().__init__(every, seed, chunk_size)
-        self.n_probes, self.partition = n_probes, partition
+        self.n_probes, self.partition, self.max_memory = n_probes, partition, max_memory
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
-        est = hessian_l11(op, self.n_probes, self.seed)
+        est = hessian_l11(op, self.n_probes, self.seed, max_memory=self.max_memory)
         out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim}
         if self.partition is not None:
-            blocks = blockwise_smoothness(op, self.partition, self.n_probes, self.seed)
+            blocks = blockwise_smoothness(
+                op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
+            )
             out.update({f"blockwise_smoothness/{b}": value for b, value in blocks.items()})
         return out
 
