@@ -15,7 +15,7 @@ from torch import Tensor
 from optprobe.metrics.base import LayerSums
 
 Sources = Mapping[str, Mapping[str, Tensor]]
-_CHUNK_CPU = 1 << 19  # rows of 2 MiB: cache-friendly, and few enough chunks that dispatch stays cheap
+_CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
 # vector -> (minuend, subtrahend) sources, or a single source
 _REQUIRES = {
