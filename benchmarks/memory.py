@@ -40,8 +40,24 @@ def build(width: int, depth: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(width, 10))
 
 
+def warm_up(device: str) -> None:
+    """Probe two steps of a tiny model, so every configuration has imported and initialised the same code.
+
+    Attaching the first probe loads torch.func and its dependencies once per process (a few MiB,
+    independent of model size); this is not a per-parameter cost, so each child pays it up front.
+    """
+    model = build(16, 1).to(device)
+    batch = (torch.randn(4, 784, device=device), torch.randint(0, 10, (4,), device=device))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Probe(model, loss_fn, optimizer=opt, config=ProbeConfig(), out_dir=tmp)
+        train_steps(model, batch, opt, probe, 2)
+        probe.close()
+
+
 def measure(config_name: str, width: int, depth: int, device: str, steps: int = 4) -> float:
     """Train ``steps`` steps under ``config_name`` in this process; return its peak memory in bytes."""
+    warm_up(device)
     torch.manual_seed(0)
     model = build(width, depth).to(device)
     batch = (torch.randn(64, 784, device=device), torch.randint(0, 10, (64,), device=device))

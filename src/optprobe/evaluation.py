@@ -155,18 +155,53 @@ class Evaluator:
         self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None
     ) -> tuple[Tensor, Params]:
         """(ℓ(params, batch), ∇ℓ(params, batch)) (rank means under DDP); ``.grad`` is never written."""
-        loss, grads = self._local_loss_and_grad(params, batch, rng)
-        all_reduce_([loss, *grads.values()], mean=True)
-        return loss, grads
+        grads: Params = {}
+        loss = self.stream_grad(params, batch, grads.__setitem__, rng)
+        return loss, {name: grads[name] for name in params}
 
-    def _local_loss_and_grad(
-        self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None
-    ) -> tuple[Tensor, Params]:
+    def stream_grad(
+        self,
+        params: Mapping[str, Tensor],
+        batch: Batch,
+        consume: Callable[[str, Tensor], None],
+        rng: RngState | None = None,
+        across_ranks: bool = True,
+    ) -> Tensor:
+        """ℓ(params, batch); each ∂ℓ/∂params[name] goes to ``consume(name, grad)`` as backward makes it.
+
+        A consumer that reduces and drops each tensor keeps at most one gradient tensor alive, never
+        the whole gradient. Gradients are laid out like their parameters (accumulated into ``.grad`` of
+        a fresh leaf, as training does); a parameter the loss does not use gets zeros. With
+        ``across_ranks`` each tensor and the loss are averaged over DDP ranks first.
+        """
         leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
-        with self.replay(rng), torch.enable_grad():
-            loss = self.loss_at(leaves, batch)
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        return loss.detach(), _contiguous_grads(leaves, list(grads))
+        pending = set(leaves)
+
+        def hand_over(name: str, leaf: Tensor) -> None:
+            grad, leaf.grad = leaf.grad, None
+            if across_ranks:
+                all_reduce_([grad], mean=True)
+            pending.discard(name)
+            consume(name, grad)
+
+        hooks = [
+            leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: hand_over(name, leaf))
+            for name, leaf in leaves.items()
+        ]
+        try:
+            with self.replay(rng), torch.enable_grad():
+                loss = self.loss_at(leaves, batch)
+                loss.backward(inputs=list(leaves.values()))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for name in [n for n in leaves if n in pending]:  # unused by the loss: a zero gradient
+            leaves[name].grad = torch.zeros_like(leaves[name])
+            hand_over(name, leaves[name])
+        loss = loss.detach()
+        if across_ranks:
+            all_reduce_([loss], mean=True)
+        return loss
 
     def full_loss_and_grad(
         self, params: Mapping[str, Tensor], loader: Iterable[Batch], seed: int = 0, with_grad: bool = True
@@ -185,7 +220,8 @@ class Evaluator:
             for chunk in loader:
                 n = batch_size(chunk)
                 if with_grad:
-                    loss, grad = self._local_loss_and_grad(params, chunk)
+                    grad: Params = {}
+                    loss = self.stream_grad(params, chunk, grad.__setitem__, across_ranks=False)
                     total_grad = (
                         {k: g * n for k, g in grad.items()}
                         if total_grad is None
@@ -208,19 +244,6 @@ class Evaluator:
             )
         grad_mean = None if total_grad is None else {k: g.div_(count) for k, g in total_grad.items()}
         return total_loss / count, grad_mean, count
-
-
-def _contiguous_grads(leaves: Mapping[str, Tensor], grads: list[Tensor | None]) -> Params:
-    """Gradients laid out like their parameters (autograd may return transposed views), zeros for unused.
-
-    Converted one tensor at a time, dropping each original at once, so the peak stays one tensor above
-    the gradient itself; flattening a transposed view later would copy every tensor.
-    """
-    out: Params = {}
-    for i, (name, p) in enumerate(leaves.items()):
-        g, grads[i] = grads[i], None
-        out[name] = torch.zeros_like(p) if g is None else g.contiguous()
-    return out
 
 
 def _cuda_devices(params: Mapping[str, Tensor]) -> list[int]:

@@ -29,7 +29,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from optprobe.metrics.correlation import UpdateCorrelation
 from optprobe.metrics.fullbatch import FullBatchMetrics
 from optprobe.metrics.norms import Norms
 from optprobe.metrics.smoothness import Smoothness
-from optprobe.reductions import Workspace, layer_of, reduce_vectors
+from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import update_run_info
 from optprobe.sinks import Sink, TableSink
@@ -115,15 +115,6 @@ class ProbeConfig:
 class _Pending:
     batch: Batch
     rng: RngState | None
-
-
-@dataclass
-class _Evaluations:
-    """Losses at the other points and the tensors reductions are built from."""
-
-    prev_loss: float = math.nan
-    ref_loss: float = math.nan
-    sources: dict[str, Mapping[str, Tensor]] = field(default_factory=dict)
 
 
 class Probe:
@@ -337,36 +328,32 @@ class Probe:
 
     def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
         needs = self.needs
-        evals = _Evaluations(sources={"g": grads, "x": self._point()})
         finite = math.isfinite(loss)
-        if finite and self._prev is not None and needs.uses_prev:
-            evals.sources["prev"] = self._prev
-            evals.prev_loss = self._evaluate(
-                self._prev, pending, "prev_grad" if needs.prev_grad else None, evals
-            )
-        dots = {p for p in needs.dots if not any(v.endswith("_ref") for v in p)}
-        data_dots, l1, linf = reduce_vectors(
-            evals.sources, self.names, self.param_layers, dots, needs.l1, needs.linf, self._workspace
+        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": self._point()}
+        prev = self._prev if finite and needs.uses_prev else None
+        if prev is not None:
+            sources["prev"] = prev
+        own_dots = {pair for pair in needs.dots if not any(v.endswith("_ref") for v in pair)}
+        prev_grad = "prev_grad" if needs.prev_grad else None
+        prev_loss, (data_dots, l1, linf) = self._measure_at(
+            prev, prev_grad, sources, own_dots, needs.l1, needs.linf, pending
         )
-        evals.sources.pop("prev_grad", None)  # free ∇ℓ(x_{t−1}) before computing ∇ℓ(x*)
+        ref_loss = math.nan
         if finite and self.reference is not None and needs.uses_ref:
-            evals.sources["ref"] = self.reference
-            evals.ref_loss = self._evaluate(
-                self.reference, pending, "ref_grad" if needs.ref_grad else None, evals
+            sources["ref"] = self.reference
+            ref_grad = "ref_grad" if needs.ref_grad else None
+            ref_dots = needs.dots - own_dots
+            ref_loss, (ref_sums, _, _) = self._measure_at(
+                self.reference, ref_grad, sources, ref_dots, set(), set(), pending
             )
-            ref_dots = needs.dots - dots
-            data_dots.update(
-                reduce_vectors(
-                    evals.sources, self.names, self.param_layers, ref_dots, set(), set(), self._workspace
-                )[0]
-            )
+            data_dots.update(ref_sums)
         data = StepData(
             step=t,
             epoch=self.epoch,
             layers=self.layers,
             loss=loss,
-            prev_loss=evals.prev_loss,
-            ref_loss=evals.ref_loss,
+            prev_loss=prev_loss,
+            ref_loss=ref_loss,
             scale=float(getattr(self.optimizer, "last_scale", 1.0)),
             scale_weight=float(getattr(self.optimizer, "last_weight", 1.0)),
             dots=data_dots,
@@ -379,12 +366,36 @@ class Probe:
             row.update(metric.update(data))
         return row
 
-    def _evaluate(self, point: Params, pending: _Pending, grad_key: str | None, evals: _Evaluations) -> float:
-        if grad_key is None:
-            return float(self.evaluator.loss(point, pending.batch, pending.rng))
-        loss, grad = self.evaluator.loss_and_grad(point, pending.batch, pending.rng)
-        evals.sources[grad_key] = grad
-        return float(loss)
+    def _measure_at(
+        self,
+        point: Params | None,
+        grad_source: str | None,
+        sources: dict[str, Mapping[str, Tensor]],
+        dots: set[tuple[str, str]],
+        l1: set[str],
+        linf: set[str],
+        pending: _Pending,
+    ) -> tuple[float, Reduced]:
+        """(ℓ(point, z_t), reductions of ``sources``); with ``grad_source``, ∇ℓ(point, z_t) joins them.
+
+        The gradient is streamed: each tensor is reduced as backward produces it and then dropped, so
+        measuring at another point holds one gradient tensor at a time, never a whole gradient.
+        """
+        streamed = {grad_source} if point is not None and grad_source is not None else set()
+        reduction = Reduction(set(sources) | streamed, dots, l1, linf, self._workspace)
+        loss = math.nan
+        if streamed:
+            loss = float(self.evaluator.stream_grad(
+                point, pending.batch,
+                lambda name, grad: reduction.add(name, {**sources, grad_source: {name: grad}}),
+                pending.rng,
+            ))  # fmt: skip
+        else:
+            if point is not None:
+                loss = float(self.evaluator.loss(point, pending.batch, pending.rng))
+            for name in self.names:
+                reduction.add(name, sources)
+        return loss, reduction.result(self.names, self.param_layers)
 
     def _check_step(self, data: StepData) -> None:
         if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):

@@ -1,13 +1,14 @@
-"""Inner products, ℓ1 and ℓ∞ norms of the named step vectors, per layer, in one streaming pass.
+"""Inner products, ℓ1 and ℓ∞ norms of the named step vectors, per layer, streamed tensor by tensor.
 
 Vectors (see :mod:`optprobe.metrics.base`) are built chunk by chunk in a small reused buffer, so the
-pass needs no parameter-sized temporary and reads each source once. All per-tensor results are stacked
-and copied to the host once, which is a single device synchronisation per step.
+pass needs no parameter-sized temporary and reads each source once; a gradient can be reduced while
+backward produces it. All per-tensor results are stacked and copied to the host once, which is a
+single device synchronisation per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -15,6 +16,7 @@ from torch import Tensor
 from optprobe.metrics.base import LayerSums
 
 Sources = Mapping[str, Mapping[str, Tensor]]
+Reduced = tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]
 _CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
 # vector -> (minuend, subtrahend) sources, or a single source
@@ -33,8 +35,8 @@ def layer_of(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def available(vector: str, sources: Sources) -> bool:
-    """Whether ``sources`` hold what ``vector`` is built from."""
+def available(vector: str, sources: Iterable[str]) -> bool:
+    """Whether the named ``sources`` hold what ``vector`` is built from."""
     return all(source in sources for source in _REQUIRES[vector])
 
 
@@ -53,47 +55,60 @@ class Workspace:
         return buffer[:count]
 
 
-def reduce_vectors(
-    sources: Sources,
-    names: list[str],
-    layers: list[str],
-    dots: set[tuple[str, str]],
-    l1: set[str],
-    linf: set[str],
-    workspace: Workspace | None = None,
-) -> tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]:
-    """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``; skips what ``sources`` lack.
+class Reduction:
+    """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``, one parameter tensor at a time.
 
-    Each parameter tensor is read chunk by chunk: the needed vectors (differences included) are built
-    in a small buffer, and one Gram product of the buffer gives every inner product at once, so each
-    source tensor crosses the memory bus once however many reductions are asked for.
+    ``sources`` names what will be available (pairs needing anything else are skipped). Tensors are
+    added in any order, each with its sources, so a gradient can be reduced the moment backward
+    produces it and then dropped. Each tensor is read chunk by chunk: the needed vectors (differences
+    included) are built in a small buffer, and one Gram product of the buffer gives every inner
+    product at once, so each source tensor crosses the memory bus once.
     """
-    dots = {pair for pair in dots if available(pair[0], sources) and available(pair[1], sources)}
-    l1 = {v for v in l1 if available(v, sources)}
-    linf = {v for v in linf if available(v, sources)}
-    vectors = sorted({v for pair in dots for v in pair} | l1 | linf)
-    if not vectors:
-        return {}, {}, {}
-    row = {v: i for i, v in enumerate(vectors)}
-    workspace = workspace or Workspace()
-    per_tensor = [
-        _reduce_tensor(sources, name, vectors, row, sorted(l1), sorted(linf), workspace) for name in names
-    ]
-    table = torch.stack(per_tensor).cpu()  # one host copy: [tensor][gram entries, l1s, linfs]
-    unique_layers = list(dict.fromkeys(layers))
-    position = [unique_layers.index(layer) for layer in layers]
-    k = len(vectors)
 
-    def gather(column: Tensor, reduce_max: bool) -> LayerSums:
-        per_layer = [0.0] * len(unique_layers)
-        for value, p in zip(column.tolist(), position, strict=True):
-            per_layer[p] = max(per_layer[p], value) if reduce_max else per_layer[p] + value
-        return LayerSums(per_layer, max(per_layer) if reduce_max else sum(per_layer))
+    def __init__(
+        self,
+        sources: Iterable[str],
+        dots: set[tuple[str, str]],
+        l1: set[str],
+        linf: set[str],
+        workspace: Workspace | None = None,
+    ) -> None:
+        sources = set(sources)
+        self.dots = {pair for pair in dots if available(pair[0], sources) and available(pair[1], sources)}
+        self.l1 = sorted(v for v in l1 if available(v, sources))
+        self.linf = sorted(v for v in linf if available(v, sources))
+        self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
+        self.row = {v: i for i, v in enumerate(self.vectors)}
+        self.workspace = workspace or Workspace()
+        self._per_tensor: dict[str, Tensor] = {}
 
-    dot_sums = {(a, b): gather(table[:, row[a] * k + row[b]], False) for a, b in dots}
-    l1_sums = {v: gather(table[:, k * k + i], False) for i, v in enumerate(sorted(l1))}
-    linf_sums = {v: gather(table[:, k * k + len(l1) + i], True) for i, v in enumerate(sorted(linf))}
-    return dot_sums, l1_sums, linf_sums
+    def add(self, name: str, sources: Sources) -> None:
+        """Reduce parameter tensor ``name``, reading ``sources[source][name]``."""
+        if self.vectors:
+            self._per_tensor[name] = _reduce_tensor(
+                sources, name, self.vectors, self.row, self.l1, self.linf, self.workspace
+            )
+
+    def result(self, names: list[str], layers: list[str]) -> Reduced:
+        """(dots, ℓ1 norms, ℓ∞ norms) per layer, for tensors ``names`` in ``layers``; one host copy."""
+        if not self.vectors:
+            return {}, {}, {}
+        table = torch.stack([self._per_tensor[name] for name in names]).cpu()
+        unique_layers = list(dict.fromkeys(layers))
+        position = [unique_layers.index(layer) for layer in layers]
+        k, row = len(self.vectors), self.row
+
+        def gather(column: Tensor, reduce_max: bool) -> LayerSums:
+            per_layer = [0.0] * len(unique_layers)
+            for value, p in zip(column.tolist(), position, strict=True):
+                per_layer[p] = max(per_layer[p], value) if reduce_max else per_layer[p] + value
+            return LayerSums(per_layer, max(per_layer) if reduce_max else sum(per_layer))
+
+        dot_sums = {(a, b): gather(table[:, row[a] * k + row[b]], False) for a, b in self.dots}
+        l1_sums = {v: gather(table[:, k * k + i], False) for i, v in enumerate(self.l1)}
+        offset = k * k + len(self.l1)
+        linf_sums = {v: gather(table[:, offset + i], True) for i, v in enumerate(self.linf)}
+        return dot_sums, l1_sums, linf_sums
 
 
 def _reduce_tensor(

@@ -162,7 +162,7 @@ def test_gaps_only_config_computes_no_gradient_at_the_previous_point(tmp_path, m
         model, mse_loss, optimizer=opt, out_dir=tmp_path, config=ProbeConfig(metrics=("convexity",))
     )
     calls = []
-    monkeypatch.setattr(probe.evaluator, "loss_and_grad", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(probe.evaluator, "stream_grad", lambda *a, **k: calls.append(a))
     train(model, mse_loss, _batches(), opt, probe)
     assert not calls and probe.table()["inst_gap_prev"].iloc[1:].notna().all()
     assert "inst_smooth_prev" not in probe.table()
