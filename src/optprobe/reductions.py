@@ -8,6 +8,7 @@ single device synchronisation per step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -60,9 +61,10 @@ class Reduction:
 
     ``sources`` names what will be available (pairs needing anything else are skipped). Tensors are
     added in any order, each with its sources, so a gradient can be reduced the moment backward
-    produces it and then dropped. Each tensor is read chunk by chunk: the needed vectors (differences
-    included) are built in a small buffer, and one Gram product of the buffer gives every inner
-    product at once, so each source tensor crosses the memory bus once.
+    produces it and then dropped. Each tensor is read chunk by chunk: differences (and vectors of a
+    dtype narrower than float32) are built in a small cache-resident buffer, every other vector is read
+    in place, and each inner product or norm is one kernel writing into a per-chunk table, so each source
+    tensor crosses the memory bus once and nothing parameter-sized is allocated.
     """
 
     def __init__(
@@ -74,20 +76,19 @@ class Reduction:
         workspace: Workspace | None = None,
     ) -> None:
         sources = set(sources)
-        self.dots = {pair for pair in dots if available(pair[0], sources) and available(pair[1], sources)}
+        self.dots = sorted(
+            pair for pair in dots if available(pair[0], sources) and available(pair[1], sources)
+        )
         self.l1 = sorted(v for v in l1 if available(v, sources))
         self.linf = sorted(v for v in linf if available(v, sources))
         self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
-        self.row = {v: i for i, v in enumerate(self.vectors)}
         self.workspace = workspace or Workspace()
         self._per_tensor: dict[str, Tensor] = {}
 
     def add(self, name: str, sources: Sources) -> None:
         """Reduce parameter tensor ``name``, reading ``sources[source][name]``."""
         if self.vectors:
-            self._per_tensor[name] = _reduce_tensor(
-                sources, name, self.vectors, self.row, self.l1, self.linf, self.workspace
-            )
+            self._per_tensor[name] = self._reduce_tensor(name, sources)
 
     def result(self, names: list[str], layers: list[str]) -> Reduced:
         """(dots, ℓ1 norms, ℓ∞ norms) per layer, for tensors ``names`` in ``layers``; one host copy."""
@@ -96,7 +97,6 @@ class Reduction:
         table = torch.stack([self._per_tensor[name] for name in names]).cpu()
         unique_layers = list(dict.fromkeys(layers))
         position = [unique_layers.index(layer) for layer in layers]
-        k, row = len(self.vectors), self.row
 
         def gather(column: Tensor, reduce_max: bool) -> LayerSums:
             per_layer = [0.0] * len(unique_layers)
@@ -104,40 +104,43 @@ class Reduction:
                 per_layer[p] = max(per_layer[p], value) if reduce_max else per_layer[p] + value
             return LayerSums(per_layer, max(per_layer) if reduce_max else sum(per_layer))
 
-        dot_sums = {(a, b): gather(table[:, row[a] * k + row[b]], False) for a, b in self.dots}
-        l1_sums = {v: gather(table[:, k * k + i], False) for i, v in enumerate(self.l1)}
-        offset = k * k + len(self.l1)
-        linf_sums = {v: gather(table[:, offset + i], True) for i, v in enumerate(self.linf)}
+        columns = iter(table.T)
+        dot_sums = {pair: gather(next(columns), False) for pair in self.dots}
+        l1_sums = {v: gather(next(columns), False) for v in self.l1}
+        linf_sums = {v: gather(next(columns), True) for v in self.linf}
         return dot_sums, l1_sums, linf_sums
 
-
-def _reduce_tensor(
-    sources: Sources, name: str, vectors: list[str], row: dict[str, int], l1: list[str], linf: list[str],
-    workspace: Workspace,
-) -> Tensor:  # fmt: skip
-    """[Gram matrix of the vectors (flattened), their ℓ1 norms, their ℓ∞ norms] for one parameter tensor."""
-    parts = {v: [sources[s][name].reshape(-1) for s in _REQUIRES[v]] for v in vectors}
-    first = parts[vectors[0]][0]
-    dtype = torch.promote_types(first.dtype, torch.float32)
-    buffer = workspace.rows(len(vectors), dtype, first.device)
-    chunk = buffer.shape[1]
-    k = len(vectors)
-    gram = torch.zeros(k, k, dtype=torch.float64, device=first.device)
-    norms1 = torch.zeros(len(l1), dtype=torch.float64, device=first.device)
-    norms_inf = torch.zeros(len(linf), dtype=torch.float64, device=first.device)
-    for start in range(0, first.numel(), chunk):
-        stop = min(start + chunk, first.numel())
-        rows = buffer[:, : stop - start]
-        for v in vectors:
-            pieces = [t[start:stop] for t in parts[v]]
-            if len(pieces) == 1:
-                rows[row[v]].copy_(pieces[0])
-            else:
-                torch.sub(pieces[0], pieces[1], out=rows[row[v]])
-        gram += (rows @ rows.T).double()
-        for i, v in enumerate(l1):
-            norms1[i] += rows[row[v]].abs().sum().double()
-        for i, v in enumerate(linf):
-            low, high = torch.aminmax(rows[row[v]])
-            norms_inf[i] = torch.maximum(norms_inf[i], torch.maximum(-low, high).double())
-    return torch.cat([gram.reshape(-1), norms1, norms_inf])
+    def _reduce_tensor(self, name: str, sources: Sources) -> Tensor:
+        """[⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of one parameter tensor, float64."""
+        parts = {v: [sources[s][name].reshape(-1) for s in _REQUIRES[v]] for v in self.vectors}
+        first = parts[self.vectors[0]][0]
+        dtype = torch.promote_types(first.dtype, torch.float32)
+        built = [v for v in self.vectors if len(parts[v]) > 1 or parts[v][0].dtype != dtype]
+        buffer = self.workspace.rows(len(built), dtype, first.device)
+        chunk = buffer.shape[1]
+        n_sums = len(self.dots) + len(self.l1)
+        partial = torch.empty(
+            -(-first.numel() // chunk), n_sums + len(self.linf), dtype=dtype, device=first.device
+        )
+        for c, start in enumerate(range(0, first.numel(), chunk)):
+            stop = min(start + chunk, first.numel())
+            chunk_of = {v: parts[v][0][start:stop] for v in self.vectors}
+            for v, row in zip(built, buffer, strict=True):
+                row = row[: stop - start]
+                if len(parts[v]) > 1 and chunk_of[v].dtype == dtype:
+                    torch.sub(chunk_of[v], parts[v][1][start:stop], out=row)
+                else:  # widened first, so a difference of bfloat16 tensors is taken in float32
+                    row.copy_(chunk_of[v])
+                    if len(parts[v]) > 1:
+                        row.sub_(parts[v][1][start:stop])
+                chunk_of[v] = row
+            out = iter(partial[c])
+            for a, b in self.dots:
+                torch.dot(chunk_of[a], chunk_of[b], out=next(out))
+            for v in self.l1:
+                torch.linalg.vector_norm(chunk_of[v], 1, out=next(out))
+            for v in self.linf:
+                torch.linalg.vector_norm(chunk_of[v], math.inf, out=next(out))
+        return torch.cat(
+            [partial[:, :n_sums].sum(0, dtype=torch.float64), partial[:, n_sums:].amax(0).double()]
+        )

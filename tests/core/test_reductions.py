@@ -1,0 +1,68 @@
+"""Streamed per-layer reductions against float64 sums over whole vectors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optprobe.reductions import Reduction, Workspace, layer_of
+
+SHAPES = {"a.weight": (300, 700), "a.bias": (300,), "b.weight": (5, 300)}  # 210k entries: several chunks
+
+
+def _sources(dtype: torch.dtype) -> dict[str, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        source: {n: torch.randn(shape, generator=g).to(dtype) for n, shape in SHAPES.items()}
+        for source in ("g", "x", "prev", "prev_grad")
+    }
+
+
+def _vector(sources, vector: str, name: str) -> torch.Tensor:
+    get = {s: sources[s][name].double().reshape(-1) for s in sources}
+    return {
+        "g": get["g"],
+        "x": get["x"],
+        "dx_prev": get["x"] - get["prev"],
+        "dg_prev": get["g"] - get["prev_grad"],
+    }[vector]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol"), [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 1e-5)]
+)
+def test_dots_and_norms_per_layer_match_float64(dtype, rtol):
+    sources = _sources(dtype)
+    dots = {("g", "dx_prev"), ("g", "g"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev"), ("dx_ref", "g")}
+    reduction = Reduction(sources, dots, l1={"g", "dx_prev"}, linf={"g", "dg_prev"}, workspace=Workspace())
+    names = list(SHAPES)
+    for name in reversed(names):  # any order, as backward produces gradients
+        reduction.add(name, sources)
+    dot_sums, l1, linf = reduction.result(names, [layer_of(n) for n in names])
+    assert ("dx_ref", "g") not in dot_sums  # no reference among the sources: skipped
+    for layer_index, layer in enumerate(["a", "b"]):
+        members = [n for n in names if layer_of(n) == layer]
+        for a, b in dots - {("dx_ref", "g")}:
+            exact = sum(float(_vector(sources, a, n) @ _vector(sources, b, n)) for n in members)
+            assert dot_sums[(a, b)].per_layer[layer_index] == pytest.approx(exact, rel=rtol)
+        for v in ("g", "dx_prev"):
+            exact = sum(float(_vector(sources, v, n).abs().sum()) for n in members)
+            assert l1[v].per_layer[layer_index] == pytest.approx(exact, rel=rtol)
+        for v in ("g", "dg_prev"):
+            exact = max(float(_vector(sources, v, n).abs().max()) for n in members)
+            assert linf[v].per_layer[layer_index] == pytest.approx(exact, rel=rtol)
+    total = sum(float(_vector(sources, "g", n) @ _vector(sources, "dx_prev", n)) for n in names)
+    assert dot_sums[("g", "dx_prev")].total == pytest.approx(total, rel=rtol * 10)
+    assert linf["g"].total == max(linf["g"].per_layer)
+
+
+def test_non_finite_entries_propagate():
+    sources = _sources(torch.float32)
+    sources["g"]["a.bias"][3] = math.inf
+    reduction = Reduction(sources, {("g", "g")}, l1=set(), linf={"g"})
+    for name in SHAPES:
+        reduction.add(name, sources)
+    dot_sums, _, linf = reduction.result(list(SHAPES), [layer_of(n) for n in SHAPES])
+    assert dot_sums[("g", "g")].total == math.inf and linf["g"].total == math.inf
