@@ -150,14 +150,14 @@ def main() -> None:
             for passes in PASSES:
                 times[passes].append(run_passes(name, passes, args.steps, args.device, seed=r))
         plain = statistics.median(times["plain"])
-
-        def ratio(mode: str) -> float:
-            return statistics.median(t / p for t, p in zip(times[mode], times["plain"], strict=True))
-
+        ratio = {
+            m: statistics.median(t / p for t, p in zip(ts, times["plain"], strict=True))
+            for m, ts in times.items()
+        }
         print(f"\n{name}: {n_params / 1e6:.2f}M parameters, plain step {1e3 * plain / args.steps:.2f} ms")
-        print("  " + ", ".join(f"{passes} = {ratio(passes):.2f} of a step" for passes in PASSES))
+        print("  " + ", ".join(f"{passes} = {ratio[passes]:.2f} of a step" for passes in PASSES))
         for mode, (passes, per_step) in EXTRA_PASSES.items():
-            total, floor = ratio(mode), 1 + per_step * ratio(passes)
+            total, floor = ratio[mode], 1 + per_step * ratio[passes]
             verdict = "ok" if total <= TARGETS[mode] else "ABOVE TARGET"
             print(
                 f"  {mode:<30} time x{total:5.2f}  (target <= {TARGETS[mode]}, {verdict}) "
