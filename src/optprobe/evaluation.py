@@ -119,6 +119,13 @@ class Evaluator:
         self.loss_fn = loss_fn
         self._module = _LossModule(model, loss_fn)
 
+    def over_ranks(self, partial: Tensor, max_from: int | None = None) -> Tensor:
+        """Totals of per-rank partial reductions (columns from ``max_from`` on are maxima).
+
+        Every rank holds whole tensors here, so its partial results already are the totals.
+        """
+        return partial
+
     def _tensors(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         tensors = {f"model.{name}": p for name, p in params.items()}
         tensors.update({f"model.{name}": b.clone() for name, b in self.model.named_buffers()})
