@@ -3,7 +3,7 @@
 Under ``fully_shard`` every trained parameter is a DTensor sharded over all ranks, each element held
 by exactly one rank. The probe keeps x_t, g_t, x_{t−1} and x* as local shards (``DTensor.to_local``)
 and reduces them where they lie: ⟨a, b⟩ = Σ_r ⟨a_r, b_r⟩, ‖a‖₁ = Σ_r ‖a_r‖₁, ‖a‖∞ = max_r ‖a_r‖∞, the
-per-rank partial results of a whole step gathered in one collective.
+per-rank partial results for one point (x_{t−1} or x*) gathered in one collective.
 
 Passes at another point (the loss and gradient at x_{t−1} or x*, full-batch sums) need whole
 parameters. They run through the model itself: the point's local shards are copied into the live
@@ -12,6 +12,8 @@ as DDP averages), and afterwards the parameters, their ``.grad`` (g_t) and the b
 exactly, so training is bit-identical with and without the probe. This was chosen over all-gathering
 into whole tensors for ``torch.func.functional_call``: FSDP's forward hooks install their own unsharded
 parameters over any swapped-in tensor, and the copy costs one local shard, not a whole parameter set.
+The probe then holds up to three local shards: x_{t−1}, a copy of x_t for the reductions, and x_t set
+aside while the live shards hold another point.
 
 Limits: the probe's passes run the model's forward and backward hooks (the user's too); periodic
 (curvature) metrics need torch.func over whole parameters and are refused; parameters must be sharded
