@@ -26,6 +26,7 @@ from optprobe.errors import OptprobeError
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], Tensor]
 Params = dict[str, Tensor]
+Consumer = Callable[[str, Tensor], None]
 
 
 def trained_parameters(model: nn.Module) -> Params:
@@ -111,10 +112,19 @@ class _LossModule(nn.Module):
 class Evaluator:
     """Evaluates ℓ(x, z) and ∇ℓ(x, z) at a parameter point x without touching the model's state."""
 
+    sharded = False  # points and gradients are whole tensors, replicated on every rank
+
     def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self._module = _LossModule(model, loss_fn)
+
+    def over_ranks(self, partial: Tensor, max_from: int | None = None) -> Tensor:
+        """Totals of per-rank partial reductions (columns from ``max_from`` on are maxima).
+
+        Every rank holds whole tensors here, so its partial results already are the totals.
+        """
+        return partial
 
     def _tensors(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         tensors = {f"model.{name}": p for name, p in params.items()}
@@ -136,13 +146,8 @@ class Evaluator:
         Use this inside torch.func transforms or your own ``replay`` block; most callers want
         :meth:`loss` or :meth:`loss_and_grad`.
         """
-        loss = torch.func.functional_call(self._module, self._tensors(params), (batch,), strict=False)
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise OptprobeError(
-                "loss_fn(model, batch) must return a scalar tensor (the mean loss over the batch); "
-                f"got {type(loss).__name__} with shape {getattr(loss, 'shape', None)}"
-            )
-        return loss.reshape(())
+        tensors = self._tensors(params)
+        return scalar_loss(torch.func.functional_call(self._module, tensors, (batch,), strict=False))
 
     def loss(self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None) -> Tensor:
         """ℓ(params, batch), detached, with no graph built (averaged over ranks under DDP)."""
@@ -163,7 +168,7 @@ class Evaluator:
         self,
         params: Mapping[str, Tensor],
         batch: Batch,
-        consume: Callable[[str, Tensor], None],
+        consume: Consumer,
         rng: RngState | None = None,
         across_ranks: bool = True,
     ) -> Tensor:
@@ -175,30 +180,14 @@ class Evaluator:
         ``across_ranks`` each tensor and the loss are averaged over DDP ranks first.
         """
         leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
-        pending = set(leaves)
 
-        def hand_over(name: str, leaf: Tensor) -> None:
-            grad, leaf.grad = leaf.grad, None
-            if across_ranks:
-                all_reduce_([grad], mean=True)
-            pending.discard(name)
-            consume(name, grad)
+        def backward() -> Tensor:
+            loss = self.loss_at(leaves, batch)
+            loss.backward(inputs=list(leaves.values()))
+            return loss
 
-        hooks = [
-            leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: hand_over(name, leaf))
-            for name, leaf in leaves.items()
-        ]
-        try:
-            with self.replay(rng), torch.enable_grad():
-                loss = self.loss_at(leaves, batch)
-                loss.backward(inputs=list(leaves.values()))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        for name in [n for n in leaves if n in pending]:  # unused by the loss: a zero gradient
-            leaves[name].grad = torch.zeros_like(leaves[name])
-            hand_over(name, leaves[name])
-        loss = loss.detach()
+        with self.replay(rng):
+            loss = stream_leaf_grads(leaves, consume, backward, _rank_mean_ if across_ranks else None)
         if across_ranks:
             all_reduce_([loss], mean=True)
         return loss
@@ -217,25 +206,22 @@ class Evaluator:
         count = 0
         with torch.random.fork_rng(devices=_cuda_devices(params)):
             torch.manual_seed(seed)
-            for chunk in loader:
+            for chunk in self._chunks(loader):
                 n = batch_size(chunk)
+                grad: Params = {}
+                loss = self._chunk_pass(params, chunk, n, grad.__setitem__ if with_grad else None)
                 if with_grad:
-                    grad: Params = {}
-                    loss = self.stream_grad(params, chunk, grad.__setitem__, across_ranks=False)
                     total_grad = (
-                        {k: g * n for k, g in grad.items()}
-                        if total_grad is None
-                        else {k: total_grad[k].add_(g, alpha=n) for k, g in grad.items()}
+                        grad if total_grad is None else {k: total_grad[k].add_(grad[k]) for k in grad}
                     )
-                else:
-                    with torch.no_grad():
-                        loss = self.loss_at(params, chunk).detach()
                 total_loss = loss * n if total_loss is None else total_loss + loss * n
                 count += n
         device = next(iter(params.values())).device
         zero = torch.zeros((), dtype=torch.float64, device=device)
         totals = [zero if total_loss is None else total_loss, zero + count]
-        all_reduce_([*totals, *(total_grad or {}).values()], mean=False)
+        # sharded chunk passes reduce-scatter, so their gradients already are sums over ranks
+        rank_grads = [] if self.sharded else list((total_grad or {}).values())
+        all_reduce_([*totals, *rank_grads], mean=False)
         total_loss, count = totals[0], int(totals[1].item())
         if count == 0:
             raise OptprobeError(
@@ -244,6 +230,72 @@ class Evaluator:
             )
         grad_mean = None if total_grad is None else {k: g.div_(count) for k, g in total_grad.items()}
         return total_loss / count, grad_mean, count
+
+    def _chunks(self, loader: Iterable[Batch]) -> Iterator[Batch]:
+        """The evaluation chunks of this rank."""
+        return iter(loader)
+
+    def _chunk_pass(
+        self, params: Mapping[str, Tensor], chunk: Batch, weight: int, consume: Consumer | None
+    ) -> Tensor:
+        """ℓ(params, chunk) on this rank; with ``consume``, each tensor of weight·∇ℓ(params, chunk) to it."""
+        if consume is None:
+            with torch.no_grad():
+                return self.loss_at(params, chunk).detach()
+
+        def weighted(name: str, grad: Tensor) -> None:
+            consume(name, grad.mul_(weight))
+
+        return self.stream_grad(params, chunk, weighted, across_ranks=False)
+
+
+def scalar_loss(loss: object) -> Tensor:
+    """``loss`` as a 0-d tensor, or an error saying what loss_fn must return."""
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise OptprobeError(
+            "loss_fn(model, batch) must return a scalar tensor (the mean loss over the batch); "
+            f"got {type(loss).__name__} with shape {getattr(loss, 'shape', None)}"
+        )
+    return loss.reshape(())
+
+
+def stream_leaf_grads(
+    leaves: Mapping[str, Tensor],
+    consume: Consumer,
+    backward: Callable[[], Tensor],
+    prepare: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Run ``backward()`` (it returns the loss); each leaf's ``.grad`` goes to ``consume`` once accumulated.
+
+    The gradient is taken off the leaf (``.grad`` is left None), handed over as ``prepare(grad)`` (a
+    rank mean, a local shard) or as is; a leaf the loss does not use gets zeros.
+    """
+    pending = set(leaves)
+
+    def hand_over(name: str, leaf: Tensor) -> None:
+        grad, leaf.grad = leaf.grad, None
+        pending.discard(name)
+        consume(name, grad if prepare is None else prepare(grad))
+
+    hooks = [
+        leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: hand_over(name, leaf))
+        for name, leaf in leaves.items()
+    ]
+    try:
+        with torch.enable_grad():
+            loss = backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name in [n for n in leaves if n in pending]:  # unused by the loss: a zero gradient
+        leaves[name].grad = torch.zeros_like(leaves[name])
+        hand_over(name, leaves[name])
+    return loss.detach()
+
+
+def _rank_mean_(grad: Tensor) -> Tensor:
+    all_reduce_([grad], mean=True)
+    return grad
 
 
 def _cuda_devices(params: Mapping[str, Tensor]) -> list[int]:

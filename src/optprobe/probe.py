@@ -40,7 +40,6 @@ from optprobe.distributed import all_reduce_, is_distributed, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import (
     Batch,
-    Evaluator,
     LossFn,
     Params,
     RngState,
@@ -57,6 +56,7 @@ from optprobe.metrics.smoothness import Smoothness
 from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import update_run_info
+from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
 
@@ -156,7 +156,12 @@ class Probe:
         self.model = model
         self.config = config or ProbeConfig()
         self.optimizer = optimizer
-        self.evaluator = Evaluator(model, loss_fn)
+        self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
+        if periodic and self.evaluator.sharded:
+            raise OptprobeError(
+                "periodic (curvature) metrics need whole parameters and are not supported under fully_shard; "
+                "measure curvature on an unsharded copy of the model"
+            )
         self.params = trained_parameters(model)
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
@@ -329,7 +334,10 @@ class Probe:
     def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
         needs = self.needs
         finite = math.isfinite(loss)
-        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": self._point()}
+        x = self._point()
+        if self.evaluator.sharded:  # passes at x_(t-1) and x* load them into the live shards of x_t
+            x = detached_copy(x)
+        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x}
         prev = self._prev if finite and needs.uses_prev else None
         if prev is not None:
             sources["prev"] = prev
@@ -382,7 +390,9 @@ class Probe:
         measuring at another point holds one gradient tensor at a time, never a whole gradient.
         """
         streamed = {grad_source} if point is not None and grad_source is not None else set()
-        reduction = Reduction(set(sources) | streamed, dots, l1, linf, self._workspace)
+        reduction = Reduction(
+            set(sources) | streamed, dots, l1, linf, self._workspace, self.evaluator.over_ranks
+        )
         loss = math.nan
         if streamed:
             loss = float(self.evaluator.stream_grad(
@@ -432,17 +442,19 @@ class Probe:
                 "no trained parameter has a .grad: call probe.end_step(loss) after loss.backward() and "
                 "before optimizer.step() / optimizer.zero_grad()"
             )
-        return {n: torch.zeros_like(self.params[n]) if g is None else g.detach() for n, g in grads.items()}
+        point = self._point()
+        return {n: torch.zeros_like(point[n]) if g is None else local(g.detach()) for n, g in grads.items()}
 
     def _point(self) -> Params:
-        return {name: p.detach() for name, p in self.params.items()}
+        """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
+        return {name: local(p.detach()) for name, p in self.params.items()}
 
     def _snapshot_prev(self) -> None:
         if self._prev is None:
-            self._prev = detached_copy(self.params)
+            self._prev = detached_copy(self._point())
         else:
-            for name, p in self.params.items():
-                self._prev[name].copy_(p.detach())
+            for name, p in self._point().items():
+                self._prev[name].copy_(p)
 
     def _warn(self, reason: str, message: str) -> None:
         if self.warnings[reason] == 0:

@@ -9,7 +9,7 @@ single device synchronisation per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -64,7 +64,8 @@ class Reduction:
     produces it and then dropped. Each tensor is read chunk by chunk: differences (and vectors of a
     dtype narrower than float32) are built in a small cache-resident buffer, every other vector is read
     in place, and each inner product or norm is one kernel writing into a per-chunk table, so each source
-    tensor crosses the memory bus once and nothing parameter-sized is allocated.
+    tensor crosses the memory bus once and nothing parameter-sized is allocated. With sharded tensors,
+    ``over_ranks`` turns the per-rank partial sums and maxima into totals (one collective per point).
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class Reduction:
         l1: set[str],
         linf: set[str],
         workspace: Workspace | None = None,
+        over_ranks: Callable[[Tensor, int], Tensor] | None = None,
     ) -> None:
         sources = set(sources)
         self.dots = sorted(
@@ -83,6 +85,7 @@ class Reduction:
         self.linf = sorted(v for v in linf if available(v, sources))
         self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
         self.workspace = workspace or Workspace()
+        self.over_ranks = over_ranks
         self._per_tensor: dict[str, Tensor] = {}
 
     def add(self, name: str, sources: Sources) -> None:
@@ -94,7 +97,10 @@ class Reduction:
         """(dots, ℓ1 norms, ℓ∞ norms) per layer, for tensors ``names`` in ``layers``; one host copy."""
         if not self.vectors:
             return {}, {}, {}
-        table = torch.stack([self._per_tensor[name] for name in names]).cpu()
+        table = torch.stack([self._per_tensor[name] for name in names])
+        if self.over_ranks is not None:  # sharded tensors: the totals of every rank's partial results
+            table = self.over_ranks(table, len(self.dots) + len(self.l1))
+        table = table.cpu()
         unique_layers = list(dict.fromkeys(layers))
         position = [unique_layers.index(layer) for layer in layers]
 
@@ -119,9 +125,8 @@ class Reduction:
         buffer = self.workspace.rows(len(built), dtype, first.device)
         chunk = buffer.shape[1]
         n_sums = len(self.dots) + len(self.l1)
-        partial = torch.empty(
-            -(-first.numel() // chunk), n_sums + len(self.linf), dtype=dtype, device=first.device
-        )
+        chunks = max(1, -(-first.numel() // chunk))  # an empty shard (FSDP) gives one row of zeros
+        partial = torch.zeros(chunks, n_sums + len(self.linf), dtype=dtype, device=first.device)
         for c, start in enumerate(range(0, first.numel(), chunk)):
             stop = min(start + chunk, first.numel())
             chunk_of = {v: parts[v][0][start:stop] for v in self.vectors}

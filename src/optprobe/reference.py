@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Params
+from optprobe.sharding import shard_like
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -18,7 +19,7 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
 def load_reference(
     reference: str | os.PathLike[str] | nn.Module | Mapping[str, Tensor], params: Mapping[str, Tensor]
 ) -> Params:
-    """x* as detached tensors matching ``params`` in names, shapes, device and dtype.
+    """x* as detached tensors matching ``params`` in names, shapes, device and dtype (shards where sharded).
 
     A checkpoint may be a bare state_dict or a dict holding one under ``state_dict``,
     ``model_state_dict`` or ``model``; a ``module.`` prefix (DDP) is removed; buffers are ignored.
@@ -43,7 +44,10 @@ def load_reference(
             + " | ".join(parts)
             + "); pass a checkpoint of the same architecture"
         )
-    return {n: state[n].detach().to(device=p.device, dtype=p.dtype).clone() for n, p in params.items()}
+    return {
+        n: shard_like(state[n].detach().to(device=p.device, dtype=p.dtype), p).clone()
+        for n, p in params.items()
+    }
 
 
 def _as_state_dict(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -33,7 +36,7 @@ def _loss(model: nn.Module, batch) -> torch.Tensor:
     return ((model(batch[0]).squeeze(-1) - batch[1]) ** 2).mean()
 
 
-def _train(model, out_dir, rank=0, world=1):
+def _train(model, out_dir, rank=0, world=1, with_probe=True):
     x, y = _data()
     reference = _model()
     with torch.no_grad():
@@ -43,28 +46,37 @@ def _train(model, out_dir, rank=0, world=1):
     shard = slice(rank, None, world)  # each rank: every world-th example of the global batch / eval set
     config = ProbeConfig(full_batch_every=2, per_layer=True)
     probe = Probe(model, _loss, optimizer=opt, reference=reference, out_dir=out_dir,
-                  eval_loader=[(x[shard], y[shard])], config=config)  # fmt: skip
+                  eval_loader=[(x[shard], y[shard])], config=config) if with_probe else None  # fmt: skip
     for t in range(STEPS):
         xb, yb = x[t * GLOBAL_BATCH : (t + 1) * GLOBAL_BATCH], y[t * GLOBAL_BATCH : (t + 1) * GLOBAL_BATCH]
         batch = (xb[shard], yb[shard])
-        probe.begin_step(batch)
+        if probe:
+            probe.begin_step(batch)
         opt.zero_grad()
         loss = _loss(model, batch)
         loss.backward()
-        probe.end_step(loss)
+        if probe:
+            probe.end_step(loss)
         opt.step()
-    probe.end_epoch()
-    probe.close()
+    if probe:
+        probe.end_epoch()
+        probe.close()
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+@contextlib.contextmanager
+def process_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """A gloo process group on this machine for the block."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = nn.parallel.DistributedDataParallel(_model())
-        _train(model, out_dir, rank, world)
+        yield
     finally:
         dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    with process_group(rank, world, port):
+        _train(nn.parallel.DistributedDataParallel(_model()), out_dir, rank, world)
 
 
 def _free_port() -> int:
@@ -73,11 +85,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def assert_ranks_equal_single_process(tmp_path: Path, worker: Callable[[int, int, int, str], None]) -> None:
+    """``worker(rank, world, port, out_dir)`` on 2 ranks writes what 1 process does on the global batch."""
+    _train(_model(), tmp_path / "single")
+    mp.spawn(worker, args=(2, _free_port(), str(tmp_path / "ranks")), nprocs=2, join=True)
+    single, ranks = read_table(tmp_path / "single"), read_table(tmp_path / "ranks")
+    assert len(single) == STEPS + 1
+    pd.testing.assert_frame_equal(single, ranks, check_exact=False, rtol=1e-9, atol=1e-12)
+    assert not list(tmp_path.glob("ranks/*rank*"))  # rank 1 wrote nothing
+
+
 @pytest.mark.slow
 def test_ddp_metrics_equal_single_process_on_the_global_batch(tmp_path):
-    _train(_model(), tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
-    single, ddp = read_table(tmp_path / "single"), read_table(tmp_path / "ddp")
-    assert len(single) == STEPS + 1
-    pd.testing.assert_frame_equal(single, ddp, check_exact=False, rtol=1e-9, atol=1e-12)
-    assert not list(tmp_path.glob("ddp/*rank*"))  # rank 1 wrote nothing
+    assert_ranks_equal_single_process(tmp_path, _worker)

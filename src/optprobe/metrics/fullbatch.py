@@ -43,20 +43,37 @@ class FullBatchMetrics:
         loss_t, full_grad, _ = evaluator.full_loss_and_grad(params, self.loader, self.seed)
         assert full_grad is not None
         loss = float(loss_t)
-        grad_sq = _sum_sq(full_grad.values())
+        sums = self._per_tensor_sums(evaluator, params, full_grad, grads)
+        grad_sq = float(sums[:, 0].sum())
         row = {"full_loss": loss, "full_grad_norm": math.sqrt(grad_sq)}
         if grads is not None:
-            row["grad_std"] = math.sqrt(_sum_sq(grads[k] - g for k, g in full_grad.items()))
+            row["grad_std"] = math.sqrt(float(sums[:, 1].sum()))
         if self.reference is not None:
-            row.update(self._against_reference(evaluator, params, full_grad, loss, grad_sq))
+            row.update(self._against_reference(evaluator, loss, grad_sq, float(sums[:, -1].sum())))
         if self.per_layer:
+            tensor_layers = [layer_of(k) for k in full_grad]
             for layer in dict.fromkeys(layers):
-                tensors = [g for k, g in full_grad.items() if layer_of(k) == layer]
-                row[f"full_grad_norm/{layer}"] = math.sqrt(_sum_sq(tensors))
+                in_layer = torch.tensor([t == layer for t in tensor_layers])
+                row[f"full_grad_norm/{layer}"] = math.sqrt(float(sums[in_layer, 0].sum()))
         return row
 
+    def _per_tensor_sums(
+        self, evaluator: Evaluator, params: Params, full_grad: Params, grads: Mapping[str, Tensor] | None
+    ) -> Tensor:
+        """Per tensor, on the host: ‖∇F‖², then ‖g_t − ∇F‖² (with g_t) and ⟨∇F, x_t − x*⟩ (with x*)."""
+        rows = []
+        for k, g in full_grad.items():
+            row = [_dot(g, g)]
+            if grads is not None:
+                noise = grads[k] - g
+                row.append(_dot(noise, noise))
+            if self.reference is not None:
+                row.append(_dot(g, params[k].double() - self.reference[k].double()))
+            rows.append(torch.stack(row))
+        return evaluator.over_ranks(torch.stack(rows)).cpu()
+
     def _against_reference(
-        self, evaluator: Evaluator, params: Params, full_grad: Params, loss: float, grad_sq: float
+        self, evaluator: Evaluator, loss: float, grad_sq: float, inner: float
     ) -> dict[str, float]:
         assert self.reference is not None
         if self.ref_loss is None:
@@ -64,14 +81,6 @@ class FullBatchMetrics:
                 self.reference, self.loader, self.seed, with_grad=False
             )
             self.ref_loss = float(ref_loss)
-        inner = float(
-            sum(
-                (
-                    torch.sum(g.double() * (params[k].double() - self.reference[k].double()))
-                    for k, g in full_grad.items()
-                )
-            )
-        )
         excess = loss - self.ref_loss
         if math.isfinite(inner) and math.isfinite(excess):
             self.sum_inner += inner
@@ -90,5 +99,6 @@ class FullBatchMetrics:
         self.sum_inner, self.sum_excess = float(state["sum_inner"]), float(state["sum_excess"])
 
 
-def _sum_sq(tensors: Iterable[Tensor]) -> float:
-    return float(sum(float(torch.sum(t.double() ** 2)) for t in tensors))
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """⟨a, b⟩ in float64."""
+    return torch.sum(a.double() * b.double())
