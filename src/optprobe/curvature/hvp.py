@@ -6,7 +6,8 @@ Two exact ways to compute H v, chosen per call by ``method="auto"``:
   once per operator, on detached copies of the parameters (never the user's own graph), and each product
   is one backward pass through it. After the first, a product costs about one backward of the gradient,
   so a single vector (the sequential calls of Lanczos) uses this path. Memory: the one stored graph, held
-  until the operator is dropped.
+  until the operator is dropped. Convolutions of data are built as :class:`DataConvMode` routes them, so
+  that the products skip the input-gradient term those layers do not need.
 * forward-over-reverse, H v = ∂_t ∇ℓ(x + t v)|₀ (``jvp`` of ``grad``), batched over a stack of vectors
   with ``vmap``: each call re-runs the forward and backward with dual numbers, which for one vector
   costs 2-3.5x a product through the stored graph (CPU, MLP and small CNN), but ``vmap`` amortises it
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from optprobe.curvature.data_conv import DataConvMode
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Batch, Evaluator, Params, RngState, batch_device
 from optprobe.reductions import layer_of
@@ -185,7 +187,7 @@ class HessianOperator:
     def _double_backward(self, stack: Tensor) -> Tensor:
         if self._graph is None:
             leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
-            with torch.enable_grad():
+            with torch.enable_grad(), DataConvMode():
                 loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
                 grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             self._graph = (leaves, grads)
