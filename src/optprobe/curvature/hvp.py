@@ -15,7 +15,8 @@ Two exact ways to compute H v, chosen per call by ``method="auto"``:
 
 Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
 update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
-stacks as well.
+stacks as well; models with an operation that has no double backward fall back the same way to
+forward-over-reverse for single vectors.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from optprobe.reductions import layer_of
 
 Partition = str | Callable[[str], str]
 
-_DOUBLE_BACKWARD_MODELS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_LABELS = {"forward": "forward-over-reverse", "double_backward": "double backward"}
+# the models on which each method failed, so that later operators go straight to the other one
+_FAILED: dict[str, weakref.WeakSet[nn.Module]] = {method: weakref.WeakSet() for method in _LABELS}
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,8 @@ class ParamLayout:
 class HessianOperator:
     """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d).
 
-    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, double
-    backward for everything on models torch.func cannot trace), ``"forward"`` or ``"double_backward"``.
+    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, each
+    replaced by the other on a model where it failed), ``"forward"`` or ``"double_backward"``.
     ``chunk_size`` bounds how many vectors ``vmap`` pushes through the model at once. All parameters must
     share one dtype and one device.
     """
@@ -151,27 +154,31 @@ class HessianOperator:
             yield
 
     def _products(self, stack: Tensor) -> Tensor:
-        model = self.evaluator.model
         if self.method != "auto":
-            forward = self.method == "forward"
-        else:  # one vector: a backward through the stored graph beats re-running forward and backward
-            forward = stack.shape[0] > 1 and model not in _DOUBLE_BACKWARD_MODELS
-        if not forward:
-            return self._double_backward(stack)
+            return self._by(self.method, stack)
+        model = self.evaluator.model
+        # one vector: a backward through the stored graph beats re-running forward and backward
+        preferred = ("forward", "double_backward") if stack.shape[0] > 1 else ("double_backward", "forward")
+        first, second = sorted(preferred, key=lambda method: model in _FAILED[method])  # known failures last
         try:
-            return self._forward_over_reverse(stack)
-        except Exception as err:  # torch.func raises assorted types for untraceable models
-            if self.method == "forward":
+            return self._by(first, stack)
+        except Exception as err:  # torch.func and autograd raise assorted types for unsupported models
+            if model in _FAILED[second]:
                 raise
-            _DOUBLE_BACKWARD_MODELS.add(model)
+            _FAILED[first].add(model)
+            self._graph = None
             warnings.warn(
-                f"forward-over-reverse Hessian-vector products failed for {type(model).__name__} "
+                f"{_LABELS[first]} Hessian-vector products failed for {type(model).__name__} "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                "using double backward for this model from now on",
+                f"using {_LABELS[second]} for this model from now on",
                 ProbeWarning,
                 stacklevel=4,
             )
-            return self._double_backward(stack)
+            return self._by(second, stack)
+
+    def _by(self, method: str, stack: Tensor) -> Tensor:
+        """H vᵢ for every row vᵢ of ``stack`` by ``method``."""
+        return self._forward_over_reverse(stack) if method == "forward" else self._double_backward(stack)
 
     def _forward_over_reverse(self, stack: Tensor) -> Tensor:
         grad_fn = torch.func.grad(lambda p: self.evaluator.loss_at(p, self.batch))
