@@ -38,6 +38,8 @@ from optprobe.reductions import layer_of
 
 Partition = str | Callable[[str], str]
 
+# (leaves x, names of the parameters ℓ is not linear in, their gradients with graphs)
+_GradientGraph = tuple[list[Tensor], list[str], list[Tensor]]
 _LABELS = {"forward": "forward-over-reverse", "double_backward": "double backward"}
 # the models on which each method failed, so that later operators go straight to the other one
 _FAILED: dict[str, weakref.WeakSet[nn.Module]] = {method: weakref.WeakSet() for method in _LABELS}
@@ -130,7 +132,7 @@ class HessianOperator:
         self.method = method
         self.n_hvps = 0
         self._rng = RngState.capture(batch_device(batch))
-        self._graph: tuple[list[Tensor], tuple[Tensor | None, ...]] | None = None
+        self._graph: _GradientGraph | None = None
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
 
@@ -142,13 +144,11 @@ class HessianOperator:
         """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d)."""
         stack = v.reshape(-1, self.dim).to(self.dtype)
         self.n_hvps += stack.shape[0]
-        with self._session():
-            out = self._products(stack)
-        return out.reshape(v.shape)
+        return self._products(stack).reshape(v.shape)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        # every product replays the same random numbers (dropout), never advances the caller's RNG,
+        # every pass replays the same random numbers (dropout), never advances the caller's RNG,
         # and runs attention through the math kernel, which supports forward AD and double backward
         with self.evaluator.replay(self._rng), sdpa_kernel(SDPBackend.MATH):
             yield
@@ -187,33 +187,40 @@ class HessianOperator:
             _, tangent = torch.func.jvp(grad_fn, (self.params,), (self.layout.unflatten(v),))
             return self.layout.flatten(tangent)
 
-        if stack.shape[0] == 1:  # vmap costs more than it saves for a single vector
-            return hvp(stack[0]).unsqueeze(0)
-        return torch.func.vmap(hvp, chunk_size=self.chunk_size, randomness="same")(stack)
+        with self._session():
+            if stack.shape[0] == 1:  # vmap costs more than it saves for a single vector
+                return hvp(stack[0]).unsqueeze(0)
+            return torch.func.vmap(hvp, chunk_size=self.chunk_size, randomness="same")(stack)
 
     def _double_backward(self, stack: Tensor) -> Tensor:
         if self._graph is None:
-            leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
-            with torch.enable_grad(), DataConvMode():
-                loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            self._graph = (leaves, grads)
-        leaves, grads = self._graph
-        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        out = torch.zeros_like(stack)
+            self._graph = self._gradient_graph()
+        leaves, live, grads = self._graph
         if not live:  # the loss is linear in every parameter
-            return out
-        with torch.enable_grad():
-            for row, v in zip(out, stack, strict=True):
-                parts = list(self.layout.unflatten(v).values())
-                hv = torch.autograd.grad(
-                    [grads[i] for i in live],
-                    leaves,
-                    [parts[i] for i in live],
-                    retain_graph=True,
-                    allow_unused=True,
-                )
-                for part, h in zip(self.layout.unflatten(row).values(), hv, strict=True):
-                    if h is not None:
-                        part.copy_(h)
-        return out
+            return torch.zeros_like(stack)
+        rows = []
+        for v in stack:  # the stored graph replays nothing: no RNG or attention-kernel session needed
+            parts = self.layout.unflatten(v)
+            hv = torch.autograd.grad(
+                grads,
+                leaves,
+                [parts[name] for name in live],
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            rows.append(torch.cat([h.reshape(-1) for h in hv]))
+        return torch.stack(rows)
+
+    def _gradient_graph(self) -> _GradientGraph:
+        """Leaves x (detached copies) and g(x) = ∇ℓ(x), with graph, of the parameters ℓ is not linear in."""
+        leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
+        with self._session(), torch.enable_grad(), DataConvMode():
+            loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        live = [
+            (name, g)
+            for name, g in zip(self.layout.names, grads, strict=True)
+            if g is not None and g.requires_grad
+        ]
+        return leaves, [name for name, _ in live], [g for _, g in live]
