@@ -233,11 +233,15 @@ def main() -> None:
         default=1,
         help="torch intra-op threads; on a shared, oversubscribed machine 2 threads gave 10-100x outliers",
     )
+    parser.add_argument(
+        "--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"], help="which models to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU")
     for name, (model, x, y) in models().items():
-        run(name, model, x, y, args.targets, args.repeats)
+        if name in args.models:
+            run(name, model, x, y, args.targets, args.repeats)
 
 
 if __name__ == "__main__":

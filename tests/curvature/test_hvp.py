@@ -41,18 +41,74 @@ class _OldStyleCube(torch.autograd.Function):
         return 3 * x**2 * grad
 
 
-def test_untraceable_model_falls_back_once_with_one_warning():
+class _CubeGrad(torch.autograd.Function):
+    """(x, g) ↦ 3x²g with a forward derivative but no backward: no double backward through x³."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, grad):
+        return 3 * x**2 * grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def jvp(ctx, x_dot, grad_dot):
+        x, grad = ctx.saved_tensors
+        return 6 * x * grad * x_dot + 3 * x**2 * grad_dot
+
+    @staticmethod
+    def backward(ctx, _):
+        raise NotImplementedError("no double backward")
+
+
+class _OnceDifferentiableCube(torch.autograd.Function):
+    """x ↦ x³ whose backward torch.func can push a tangent through but autograd cannot differentiate."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x**3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return _CubeGrad.apply(x, grad)
+
+    @staticmethod
+    def jvp(ctx, x_dot):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * x_dot
+
+
+@pytest.mark.parametrize(
+    ("cube", "rows", "failed", "used"),
+    [
+        (_OldStyleCube, 2, "forward-over-reverse", "double backward"),
+        (_OnceDifferentiableCube, 1, "double backward", "forward-over-reverse"),
+    ],
+)
+def test_failing_method_falls_back_once_with_one_warning(cube, rows, failed, used):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)).double()
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).double()
     x = torch.randn(5, 3, dtype=torch.float64)
-    evaluator = Evaluator(model, lambda m, b: _OldStyleCube.apply(m(b)).mean())
+    evaluator = Evaluator(model, lambda m, b: m[1](cube.apply(m[0](b))).pow(2).mean())
+    plain = Evaluator(model, lambda m, b: m[1](m[0](b) ** 3).pow(2).mean())
     params = trained_parameters(model)
     layout = ParamLayout.of(params)
     exact = torch.autograd.functional.hessian(
-        lambda t: evaluator.loss_at(layout.unflatten(t), x), layout.flatten(params).detach()
+        lambda t: plain.loss_at(layout.unflatten(t), x), layout.flatten(params).detach()
     )
-    v = torch.randn(2, layout.dim, dtype=torch.float64)
-    with pytest.warns(ProbeWarning, match="double backward"):
+    v = torch.randn(rows, layout.dim, dtype=torch.float64).squeeze(0)
+    with pytest.warns(ProbeWarning, match=f"^{failed} .*; using {used} "):
         first = HessianOperator(evaluator, params, x)(v)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ProbeWarning)

@@ -6,7 +6,8 @@ Two exact ways to compute H v, chosen per call by ``method="auto"``:
   once per operator, on detached copies of the parameters (never the user's own graph), and each product
   is one backward pass through it. After the first, a product costs about one backward of the gradient,
   so a single vector (the sequential calls of Lanczos) uses this path. Memory: the one stored graph, held
-  until the operator is dropped.
+  until the operator is dropped. Convolutions of data are built as :class:`DataConvMode` routes them, so
+  that the products skip the input-gradient term those layers do not need.
 * forward-over-reverse, H v = ∂_t ∇ℓ(x + t v)|₀ (``jvp`` of ``grad``), batched over a stack of vectors
   with ``vmap``: each call re-runs the forward and backward with dual numbers, which for one vector
   costs 2-3.5x a product through the stored graph (CPU, MLP and small CNN), but ``vmap`` amortises it
@@ -14,7 +15,8 @@ Two exact ways to compute H v, chosen per call by ``method="auto"``:
 
 Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
 update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
-stacks as well.
+stacks as well; models with an operation that has no double backward fall back the same way to
+forward-over-reverse for single vectors.
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from optprobe.curvature.data_conv import DataConvMode
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Batch, Evaluator, Params, RngState, batch_device
 from optprobe.reductions import layer_of
 
 Partition = str | Callable[[str], str]
 
-_DOUBLE_BACKWARD_MODELS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+# (leaves x, names of the parameters ℓ is not linear in, their gradients with graphs)
+_GradientGraph = tuple[list[Tensor], list[str], list[Tensor]]
+_LABELS = {"forward": "forward-over-reverse", "double_backward": "double backward"}
+# the models on which each method failed, so that later operators go straight to the other one
+_FAILED: dict[str, weakref.WeakSet[nn.Module]] = {method: weakref.WeakSet() for method in _LABELS}
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,8 @@ class ParamLayout:
 class HessianOperator:
     """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d).
 
-    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, double
-    backward for everything on models torch.func cannot trace), ``"forward"`` or ``"double_backward"``.
+    ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, each
+    replaced by the other on a model where it failed), ``"forward"`` or ``"double_backward"``.
     ``chunk_size`` bounds how many vectors ``vmap`` pushes through the model at once. All parameters must
     share one dtype and one device.
     """
@@ -125,7 +132,7 @@ class HessianOperator:
         self.method = method
         self.n_hvps = 0
         self._rng = RngState.capture(batch_device(batch))
-        self._graph: tuple[list[Tensor], tuple[Tensor | None, ...]] | None = None
+        self._graph: _GradientGraph | None = None
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
 
@@ -137,39 +144,41 @@ class HessianOperator:
         """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d)."""
         stack = v.reshape(-1, self.dim).to(self.dtype)
         self.n_hvps += stack.shape[0]
-        with self._session():
-            out = self._products(stack)
-        return out.reshape(v.shape)
+        return self._products(stack).reshape(v.shape)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        # every product replays the same random numbers (dropout), never advances the caller's RNG,
+        # every pass replays the same random numbers (dropout), never advances the caller's RNG,
         # and runs attention through the math kernel, which supports forward AD and double backward
         with self.evaluator.replay(self._rng), sdpa_kernel(SDPBackend.MATH):
             yield
 
     def _products(self, stack: Tensor) -> Tensor:
-        model = self.evaluator.model
         if self.method != "auto":
-            forward = self.method == "forward"
-        else:  # one vector: a backward through the stored graph beats re-running forward and backward
-            forward = stack.shape[0] > 1 and model not in _DOUBLE_BACKWARD_MODELS
-        if not forward:
-            return self._double_backward(stack)
+            return self._by(self.method, stack)
+        model = self.evaluator.model
+        # one vector: a backward through the stored graph beats re-running forward and backward
+        preferred = ("forward", "double_backward") if stack.shape[0] > 1 else ("double_backward", "forward")
+        first, second = sorted(preferred, key=lambda method: model in _FAILED[method])  # known failures last
         try:
-            return self._forward_over_reverse(stack)
-        except Exception as err:  # torch.func raises assorted types for untraceable models
-            if self.method == "forward":
+            return self._by(first, stack)
+        except Exception as err:  # torch.func and autograd raise assorted types for unsupported models
+            if model in _FAILED[second]:
                 raise
-            _DOUBLE_BACKWARD_MODELS.add(model)
+            _FAILED[first].add(model)
+            self._graph = None
             warnings.warn(
-                f"forward-over-reverse Hessian-vector products failed for {type(model).__name__} "
+                f"{_LABELS[first]} Hessian-vector products failed for {type(model).__name__} "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                "using double backward for this model from now on",
+                f"using {_LABELS[second]} for this model from now on",
                 ProbeWarning,
                 stacklevel=4,
             )
-            return self._double_backward(stack)
+            return self._by(second, stack)
+
+    def _by(self, method: str, stack: Tensor) -> Tensor:
+        """H vᵢ for every row vᵢ of ``stack`` by ``method``."""
+        return self._forward_over_reverse(stack) if method == "forward" else self._double_backward(stack)
 
     def _forward_over_reverse(self, stack: Tensor) -> Tensor:
         grad_fn = torch.func.grad(lambda p: self.evaluator.loss_at(p, self.batch))
@@ -178,33 +187,40 @@ class HessianOperator:
             _, tangent = torch.func.jvp(grad_fn, (self.params,), (self.layout.unflatten(v),))
             return self.layout.flatten(tangent)
 
-        if stack.shape[0] == 1:  # vmap costs more than it saves for a single vector
-            return hvp(stack[0]).unsqueeze(0)
-        return torch.func.vmap(hvp, chunk_size=self.chunk_size, randomness="same")(stack)
+        with self._session():
+            if stack.shape[0] == 1:  # vmap costs more than it saves for a single vector
+                return hvp(stack[0]).unsqueeze(0)
+            return torch.func.vmap(hvp, chunk_size=self.chunk_size, randomness="same")(stack)
 
     def _double_backward(self, stack: Tensor) -> Tensor:
         if self._graph is None:
-            leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
-            with torch.enable_grad():
-                loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            self._graph = (leaves, grads)
-        leaves, grads = self._graph
-        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        out = torch.zeros_like(stack)
+            self._graph = self._gradient_graph()
+        leaves, live, grads = self._graph
         if not live:  # the loss is linear in every parameter
-            return out
-        with torch.enable_grad():
-            for row, v in zip(out, stack, strict=True):
-                parts = list(self.layout.unflatten(v).values())
-                hv = torch.autograd.grad(
-                    [grads[i] for i in live],
-                    leaves,
-                    [parts[i] for i in live],
-                    retain_graph=True,
-                    allow_unused=True,
-                )
-                for part, h in zip(self.layout.unflatten(row).values(), hv, strict=True):
-                    if h is not None:
-                        part.copy_(h)
-        return out
+            return torch.zeros_like(stack)
+        rows = []
+        for v in stack:  # the stored graph replays nothing: no RNG or attention-kernel session needed
+            parts = self.layout.unflatten(v)
+            hv = torch.autograd.grad(
+                grads,
+                leaves,
+                [parts[name] for name in live],
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            rows.append(torch.cat([h.reshape(-1) for h in hv]))
+        return torch.stack(rows)
+
+    def _gradient_graph(self) -> _GradientGraph:
+        """Leaves x (detached copies) and g(x) = ∇ℓ(x), with graph, of the parameters ℓ is not linear in."""
+        leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
+        with self._session(), torch.enable_grad(), DataConvMode():
+            loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        live = [
+            (name, g)
+            for name, g in zip(self.layout.names, grads, strict=True)
+            if g is not None and g.requires_grad
+        ]
+        return leaves, [name for name, _ in live], [g for _, g in live]

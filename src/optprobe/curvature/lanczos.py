@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
+from torch import Tensor
 
 from optprobe.curvature.hvp import HessianOperator
 
@@ -45,17 +46,15 @@ def sharpness(
     r = |β_m y_m|, gap to the nearest other Ritz value)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=op.device)
-    basis = [q / q.norm()]
+    steps = min(max_iter, op.dim)
+    basis = _Basis(q / q.norm(), steps)
     alphas: list[float] = []
     betas: list[float] = []
-    steps = min(max_iter, op.dim)
     previous = np.full(k + 1, np.nan)
     for m in range(1, steps + 1):
-        w = op(basis[-1])
-        alphas.append(float(w @ basis[-1]))
-        stacked = torch.stack(basis)
-        for _ in range(2):  # full reorthogonalisation; twice is enough (Kahan–Parlett)
-            w = w - stacked.T @ (stacked @ w)
+        w = op(basis.last)
+        alphas.append(float(w @ basis.last))
+        w = basis.orthogonalise(w)
         beta = float(w.norm())
         theta, vecs = eigh_tridiagonal(np.array(alphas), np.array(betas))
         tracked = list(range(m - 1, max(m - 1 - k, -1), -1)) + ([0] if bottom else [])
@@ -76,6 +75,35 @@ def sharpness(
         betas.append(beta)
         basis.append(w / beta)
     raise AssertionError("unreachable: the loop returns at m == steps")
+
+
+class _Basis:
+    """Orthonormal Lanczos vectors q_1 … q_m, the rows of a buffer that doubles when full (up to ``most``)."""
+
+    def __init__(self, first: Tensor, most: int) -> None:
+        self._rows = torch.empty(min(most, 16), first.numel(), dtype=first.dtype, device=first.device)
+        self._rows[0] = first
+        self._size = 1
+        self._most = most
+
+    @property
+    def last(self) -> Tensor:
+        return self._rows[self._size - 1]
+
+    def append(self, q: Tensor) -> None:
+        if self._size == self._rows.shape[0]:
+            grown = self._rows.new_empty(min(2 * self._size, self._most), self._rows.shape[1])
+            grown[: self._size] = self._rows
+            self._rows = grown
+        self._rows[self._size] = q
+        self._size += 1
+
+    def orthogonalise(self, w: Tensor) -> Tensor:
+        """w ← w − Q Qᵀ w with Q = [q_1 … q_m], twice (Kahan–Parlett: twice is enough)."""
+        q = self._rows[: self._size]
+        for _ in range(2):
+            w = torch.addmv(w, q.T, q @ w, alpha=-1)
+        return w
 
 
 def _error_bound(theta: np.ndarray, vecs: np.ndarray, beta: float, i: int) -> float:
