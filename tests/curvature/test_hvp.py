@@ -191,3 +191,33 @@ def test_mixed_parameter_dtypes_are_refused():
     evaluator = Evaluator(model, lambda m, b: m(b).sum())
     with pytest.raises(OptprobeError, match="one dtype"):
         HessianOperator(evaluator, trained_parameters(model), torch.randn(2, 3))
+
+
+class _DetachedCube(torch.autograd.Function):
+    """x ↦ x³ with a @once_differentiable backward: its gradient has no graph, double backward sees 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * grad
+
+
+def test_a_gradient_without_graph_is_flagged_not_silently_zero():
+    weight = nn.Parameter(torch.tensor([0.5, -1.0], dtype=torch.float64))
+    model = nn.ParameterList([weight])
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    cut = Evaluator(model, lambda m, b: _DetachedCube.apply(m[0] * b).sum())
+    with pytest.warns(ProbeWarning, match=r"gradient of 0 does not depend .* @once_differentiable"):
+        hv = HessianOperator(cut, trained_parameters(model), x, method="double_backward")(torch.ones(2))
+    assert torch.count_nonzero(hv) == 0  # what double backward can see; the exact H is diag(6 w x³) ≠ 0
+    smooth = Evaluator(model, lambda m, b: (m[0] * b).pow(3).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProbeWarning)
+        hv = HessianOperator(smooth, trained_parameters(model), x, method="double_backward")(torch.ones(2))
+    torch.testing.assert_close(hv, 6 * weight.detach() * x**3)

@@ -117,8 +117,7 @@ class HessianOperator:
             groups.setdefault((p.dtype, p.device), []).append(name)
         if len(groups) > 1:
             found = "; ".join(
-                f"{dtype} on {device}: {', '.join(names[:3])}{', …' if len(names) > 3 else ''}"
-                for (dtype, device), names in groups.items()
+                f"{dtype} on {device}: {_listed(names)}" for (dtype, device), names in groups.items()
             )
             raise OptprobeError(
                 "Hessian-vector products need every trained parameter in one dtype on one device, "
@@ -223,4 +222,23 @@ class HessianOperator:
             for name, g in zip(self.layout.names, grads, strict=True)
             if g is not None and g.requires_grad
         ]
+        flat = [
+            name
+            for name, g in zip(self.layout.names, grads, strict=True)
+            if g is not None and not g.requires_grad
+        ]
+        if flat:
+            warnings.warn(
+                f"the gradient of {_listed(flat)} does not depend on the parameters through autograd, so "
+                "their Hessian blocks are taken as zero. That is right only if the loss is linear in them; "
+                "an autograd.Function whose backward is @once_differentiable, or a .detach() inside the "
+                "model, cuts the graph and makes every curvature metric wrong",
+                ProbeWarning,
+                stacklevel=5,
+            )
         return leaves, [name for name, _ in live], [g for _, g in live]
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    """The first ``most`` names, comma-separated, with an ellipsis when there are more."""
+    return ", ".join(names[:most]) + (", …" if len(names) > most else "")
