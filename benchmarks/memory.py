@@ -1,8 +1,9 @@
 """Probe memory overhead on a ~50M-parameter model, in units of one parameter copy.
 
 Each configuration trains a few steps in a fresh subprocess and reports its peak memory (peak RSS on
-CPU, peak allocated on CUDA); the overhead of the probe is (peak with probe − peak without) / bytes
-of one parameter copy. Target (issues 2 and 7): ≤ 2 copies (x_{t−1} and ∇ℓ(x_{t−1}, z_t)).
+CPU, peak allocated on CUDA), its ratio to plain training, and the overhead of the probe,
+(peak with probe − peak without) / bytes of one parameter copy. Target (issues 2 and 7): ≤ 2 copies
+(x_{t−1} and ∇ℓ(x_{t−1}, z_t)).
 
     python benchmarks/memory.py [--width 2048] [--depth 12] [--device cpu]
 
@@ -104,7 +105,9 @@ def main() -> None:
         peaks[name] = float(out.stdout.strip().splitlines()[-1])
     for name, peak in peaks.items():
         extra = (peak - peaks["plain"]) / copy_bytes
-        note = "" if name == "plain" else f"  probe overhead {extra:+.2f} parameter copies (target <= 2)"
+        ratio = peak / peaks["plain"]
+        note = f"  ratio x{ratio:.2f}, probe overhead {extra:+.2f} parameter copies (target <= 2)"
+        note = "" if name == "plain" else note
         print(f"  {name:<20} peak {peak / 2**20:8.0f} MiB{note}")
 
 
