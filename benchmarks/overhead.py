@@ -20,6 +20,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -67,21 +68,30 @@ def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
-def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0) -> float:
-    """Seconds for ``steps`` training steps of ``model_name`` under ``mode``."""
+def placed(model_name: str, device: str, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """The model and its batch, seeded and on ``device``."""
     torch.manual_seed(seed)
     model, x, y = make_model(model_name)
-    model.to(device)
-    batch = (x.to(device), y.to(device))
+    return model.to(device), (x.to(device), y.to(device))
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds fn() takes, with the device's queue drained before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0) -> float:
+    """Seconds for ``steps`` training steps of ``model_name`` under ``mode``."""
+    model, batch = placed(model_name, device, seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     config = MODES[mode]
     with tempfile.TemporaryDirectory() as tmp:
         probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
-        _sync(device)
-        start = time.perf_counter()
-        train_steps(model, batch, opt, probe, steps)
-        _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = timed(lambda: train_steps(model, batch, opt, probe, steps), device)
         if probe is not None:
             probe.close()
     return elapsed
@@ -89,21 +99,18 @@ def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0
 
 def run_passes(model_name: str, passes: str, steps: int, device: str, seed: int = 0) -> float:
     """Seconds for ``steps`` bare passes ("forward" without a graph, or "forward+backward") of the model."""
-    torch.manual_seed(seed)
-    model, x, y = make_model(model_name)
-    model.to(device)
-    batch = (x.to(device), y.to(device))
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        if passes == "forward":
-            with torch.no_grad():
-                loss_fn(model, batch)
-        else:
-            model.zero_grad()
-            loss_fn(model, batch).backward()
-    _sync(device)
-    return time.perf_counter() - start
+    model, batch = placed(model_name, device, seed)
+
+    def bare_passes() -> None:
+        for _ in range(steps):
+            if passes == "forward":
+                with torch.no_grad():
+                    loss_fn(model, batch)
+            else:
+                model.zero_grad()
+                loss_fn(model, batch).backward()
+
+    return timed(bare_passes, device)
 
 
 def train_steps(

@@ -3,7 +3,7 @@
 Sources shaped like the overhead benchmark's MLP (1.86M parameters, float32): g_t, x_t, x_{t−1} and
 ∇ℓ(x_{t−1}); the pass computes the five inner products, ‖g‖₁ and ‖g‖∞ the full set needs, per layer. For
 scale it also times one plain read of the four sources (``sum`` of each), the memory traffic the pass
-cannot avoid.
+cannot avoid. Times are minima over ``--repeats``.
 
     python benchmarks/reductions.py [--repeats 40]
 """
@@ -11,26 +11,14 @@ cannot avoid.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from curvature import best_time  # minimum over repeats: the least noisy on a shared machine
 from overhead import make_model  # the same model, side by side in this folder
 
 from optprobe.reductions import Reduction, Workspace, layer_of
 
 DOTS = {("g", "dx_prev"), ("g", "g"), ("x", "x"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev")}
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -61,9 +49,9 @@ def main() -> None:
     n = sum(t.numel() for t in sources["g"].values())
     threads = torch.get_num_threads()
     print(f"{n / 1e6:.2f}M float32 entries per source, torch {torch.__version__}, {threads} threads")
-    print(f"reduction pass (5 dots, l1, linf, per layer): {median_ms(reduce, args.repeats):.2f} ms (median)")
+    print(f"reduction pass (5 dots, l1, linf, per layer): {1e3 * best_time(reduce, args.repeats):.2f} ms")
     read = [torch.cat([t.reshape(-1) for t in d.values()]) for d in sources.values()]
-    read_ms = median_ms(lambda: [v.sum() for v in read], args.repeats)
+    read_ms = 1e3 * best_time(lambda: [v.sum() for v in read], args.repeats)
     print(f"one plain read of the 4 sources (sum)       : {read_ms:.2f} ms")
     print("relative error vs float64: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
 
