@@ -442,8 +442,10 @@ class Probe:
                 "no trained parameter has a .grad: call probe.end_step(loss) after loss.backward() and "
                 "before optimizer.step() / optimizer.zero_grad()"
             )
-        point = self._point()
-        return {n: torch.zeros_like(point[n]) if g is None else local(g.detach()) for n, g in grads.items()}
+        return {
+            n: torch.zeros_like(local(self.params[n].detach())) if g is None else local(g.detach())
+            for n, g in grads.items()
+        }
 
     def _point(self) -> Params:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""

@@ -217,16 +217,13 @@ class HessianOperator:
         with self._session(), torch.enable_grad(), DataConvMode():
             loss = self.evaluator.loss_at(dict(zip(self.layout.names, leaves, strict=True)), self.batch)
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-        live = [
-            (name, g)
-            for name, g in zip(self.layout.names, grads, strict=True)
-            if g is not None and g.requires_grad
-        ]
-        flat = [
-            name
-            for name, g in zip(self.layout.names, grads, strict=True)
-            if g is not None and not g.requires_grad
-        ]
+        live: list[tuple[str, Tensor]] = []
+        flat: list[str] = []  # used by the loss, yet their gradient has no graph
+        for name, g in zip(self.layout.names, grads, strict=True):
+            if g is not None and g.requires_grad:
+                live.append((name, g))
+            elif g is not None:
+                flat.append(name)
         if flat:
             warnings.warn(
                 f"the gradient of {_listed(flat)} does not depend on the parameters through autograd, so "
