@@ -26,9 +26,10 @@ def test_top_k_and_bottom_match_exact_eigenvalues(case):
     assert spectral_norm(case.operator(), tol=1e-8) == pytest.approx(scale, rel=1e-4)
 
 
-def test_known_quadratic_spectrum_and_reproducible(case):
-    if case.name != "quadratic":
-        pytest.skip("known spectrum only for the quadratic")
+def test_known_quadratic_spectrum_and_reproducible():
+    from .conftest import make_case
+
+    case = make_case("quadratic")
     first = sharpness(case.operator(), k=2, bottom=True, tol=1e-10, seed=3)
     assert first.top == pytest.approx([5.0, 3.0], rel=1e-8)
     assert first.bottom == pytest.approx(-2.0, rel=1e-8)
