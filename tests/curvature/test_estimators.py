@@ -70,6 +70,21 @@ def test_exact_rows_and_geometry(case):
         assert g.within_median == pytest.approx(within.quantile(0.5).item(), rel=1e-10)
 
 
+def test_dominance_leaves_out_rows_with_a_zero_diagonal():
+    case = make_case("mlp")
+    case.batch[0][:, 0] = 0.0  # an input feature that is always 0: its first-layer weights have H_ii = 0
+    h = case.hessian()
+    geo = diagonal_geometry(case.operator(), per_block=100, seed=0)["0"]  # every coordinate of layer 0
+    layer = case.operator().layout.blocks("layer")["0"]
+    d = h.diag()[layer].abs()
+    kept = layer[d > 1e-12]
+    ratio = (h[kept].abs().sum(dim=1) - h.diag()[kept].abs()) / h.diag()[kept].abs()
+    assert geo.n_zero_diagonal == 6 == layer.numel() - kept.numel()  # one zero input column of W (6 x 4)
+    assert geo.dominance_mean == pytest.approx(ratio.mean().item(), rel=1e-10)
+    assert geo.dominance_median == pytest.approx(ratio.quantile(0.5).item(), rel=1e-10)
+    assert math.isfinite(geo.within_mean) and math.isfinite(geo.within_median)
+
+
 def test_cauchy_l11_within_median_standard_deviation(case):
     h = case.hessian().abs()
     k = 201

@@ -16,6 +16,8 @@ class DiagonalGeometry:
 
     ``r_med`` = max_i |H_ii| / (median_i |H_ii| + ε). ``dominance_*`` summarise
     Σ_{j≠i} |H_ij| / |H_ii| with the FULL row j over all parameters; ``within_*`` restrict j to the block.
+    The ratios leave out the ``n_zero_diagonal`` sampled rows with |H_ii| ≤ ε (a dead unit, an input
+    feature that is always 0), where the ratio is undefined; they are NaN when every sampled row is such.
     """
 
     r_med: float
@@ -24,6 +26,7 @@ class DiagonalGeometry:
     within_mean: float
     within_median: float
     n_sampled: int
+    n_zero_diagonal: int
 
 
 def sample_coordinates(
@@ -67,17 +70,24 @@ def diagonal_geometry(
             full.append(rows.sum(dim=1) - d)
             within.append(rows[:, blocks[block]].sum(dim=1) - d)
         h = torch.cat(diag)
-        full_ratio, within_ratio = torch.cat(full) / h, torch.cat(within) / h
+        defined = h > eps
+        full_ratio = torch.cat(full)[defined] / h[defined]
+        within_ratio = torch.cat(within)[defined] / h[defined]
         result[block] = DiagonalGeometry(
             r_med=float(h.max() / (_median(h) + eps)),
-            dominance_mean=float(full_ratio.mean()),
+            dominance_mean=_mean(full_ratio),
             dominance_median=_median(full_ratio),
-            within_mean=float(within_ratio.mean()),
+            within_mean=_mean(within_ratio),
             within_median=_median(within_ratio),
             n_sampled=idx.numel(),
+            n_zero_diagonal=int((~defined).sum()),
         )
     return result
 
 
+def _mean(x: Tensor) -> float:
+    return float(x.mean()) if x.numel() else float("nan")
+
+
 def _median(x: Tensor) -> float:
-    return float(x.quantile(0.5))
+    return float(x.quantile(0.5)) if x.numel() else float("nan")
