@@ -84,6 +84,30 @@ def test_adasgd_matches_its_formula():
     _assert_same(_run(AdaSGD(params, lr=0.01), params), ref)
 
 
+def test_adasgd_block_keeps_its_step_count_and_size_when_a_parameter_has_no_gradient():
+    """The first parameter is unused on every other step (.grad None): the block's t still advances
+    every step, N stays the whole block, and the unused parameter neither moves nor updates its m."""
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    params = _params()
+    opt = AdaSGD(params, lr=lr)
+    x = [p.detach().clone() for p in params]
+    m, v = [torch.zeros_like(p) for p in x], 0.0
+    for t in range(1, STEPS + 1):
+        grads = _grads(t)
+        if t % 2:
+            grads[0] = None
+        for p, g in zip(params, grads, strict=True):
+            p.grad = None if g is None else g.clone()
+        opt.step()
+        v = b2 * v + (1 - b2) * sum(float(g.square().sum()) for g in grads if g is not None) / 17
+        for i, g in enumerate(grads):
+            if g is not None:
+                m[i] = b1 * m[i] + (1 - b1) * g
+                x[i] = x[i] - lr * (m[i] / (1 - b1**t)) / ((v / (1 - b2**t)) ** 0.5 + eps)
+        for p, want in zip(params, x, strict=True):
+            torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14, msg=f"step {t}")
+
+
 def test_blockwise_adam_with_singleton_blocks_is_adam_and_with_one_block_is_adasgd():
     params, twin = _params(), _params()
     _assert_same(_run(BlockwiseAdam(params, lr=0.01, partition="coordinate"), params),

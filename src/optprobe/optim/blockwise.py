@@ -1,9 +1,10 @@
 """Adam with one second moment per block of coordinates (Xie et al.), and its two named extremes.
 
 m ← β1 m + (1−β1) g;  v_b ← β2 v_b + (1−β2) mean_{i∈b} g_i²;  x ← x − η m̂ / (√v̂_b + ε)
-with m̂ = m/(1−β1^t), v̂ = v/(1−β2^t). Singleton blocks give Adam, one block per parameter group gives
-AdaSGD (rotation-equivariant). Weight decay λ is either decoupled (AdamW: x ← x − ηλx before the step)
-or proximal (AdamProx: x ← (x − η m̂/(√v̂ + ε)) / (1 + λη), the prox of (λ/2)‖x‖²).
+with m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), t counted per block, and a parameter without a gradient in a
+step counting as zeros in the block mean (it does not move). Singleton blocks give Adam, one block per
+parameter group gives AdaSGD (rotation-equivariant). Weight decay λ is either decoupled (AdamW:
+x ← x − ηλx before the step) or proximal (AdamProx: x ← (x − η m̂/(√v̂ + ε)) / (1 + λη), the prox of (λ/2)‖x‖²).
 """
 
 from __future__ import annotations
@@ -82,25 +83,33 @@ class BlockwiseAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for block in self._blocks(group):
-                members = [group["params"][i] for i in block if group["params"][i].grad is not None]
+                params = [group["params"][i] for i in block]
+                members = [p for p in params if p.grad is not None]
                 if not members:
                     continue
-                head = self.state[members[0]]
+                # the block's step count, and its one second moment unless blocks are coordinates, live
+                # with its first parameter, whether or not that one has a gradient this step
+                head = self.state[params[0]]
                 step = head["step"] = head.get("step", 0) + 1
-                if self.partition == "coordinate":
-                    moment_sq = [p.grad.square() for p in members]
-                else:
-                    mean_sq = sum(p.grad.square().sum() for p in members) / sum(p.numel() for p in members)
-                    moment_sq = [mean_sq] * len(members)
                 corr1, corr2 = 1 - beta1**step, 1 - beta2**step
-                for p, g_sq in zip(members, moment_sq, strict=True):
+                if self.partition != "coordinate":  # a missing gradient counts as zero: N is the whole block
+                    if "exp_avg_sq" not in head:
+                        head["exp_avg_sq"] = members[0].new_zeros(())
+                    shared_v = head["exp_avg_sq"]
+                    sum_sq = sum(p.grad.square().sum() for p in members)
+                    shared_v.mul_(beta2).add_(sum_sq / sum(p.numel() for p in params), alpha=1 - beta2)
+                for p in members:
                     state = self.state[p]
                     if "exp_avg" not in state:
                         state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p if self.partition == "coordinate" else g_sq)
-                    m, v = state["exp_avg"], state["exp_avg_sq"]
+                    m = state["exp_avg"]
                     m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                    v.mul_(beta2).add_(g_sq, alpha=1 - beta2)
+                    if self.partition == "coordinate":
+                        if "exp_avg_sq" not in state:
+                            state["exp_avg_sq"] = torch.zeros_like(p)
+                        v = state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                    else:
+                        v = shared_v
                     if wd and self.weight_decay_mode == "decoupled":
                         p.mul_(1 - lr * wd)
                     p.sub_(lr * (m / corr1) / ((v / corr2).sqrt() + eps))
