@@ -1,10 +1,11 @@
 """Adam with one second moment per block of coordinates (Xie et al.), and its two named extremes.
 
 m ← β1 m + (1−β1) g;  v_b ← β2 v_b + (1−β2) mean_{i∈b} g_i²;  x ← x − η m̂ / (√v̂_b + ε)
-with m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), t counted per block, and a parameter without a gradient in a
-step counting as zeros in the block mean (it does not move). Singleton blocks give Adam, one block per
-parameter group gives AdaSGD (rotation-equivariant). Weight decay λ is either decoupled (AdamW:
-x ← x − ηλx before the step) or proximal (AdamProx: x ← (x − η m̂/(√v̂ + ε)) / (1 + λη), the prox of (λ/2)‖x‖²).
+with m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), t counted per block, and a trained parameter without a gradient in
+a step counting as zeros in the block mean (it does not move); frozen ones belong to no block. Singleton
+blocks give Adam, one block per parameter group gives AdaSGD (rotation-equivariant). Weight decay λ is
+either decoupled (AdamW: x ← x − ηλx before the step) or proximal
+(AdamProx: x ← (x − η m̂/(√v̂ + ε)) / (1 + λη), the prox of (λ/2)‖x‖²).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class BlockwiseAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for block in self._blocks(group):
-                params = [group["params"][i] for i in block]
+                params = [group["params"][i] for i in block if group["params"][i].requires_grad]
                 members = [p for p in params if p.grad is not None]
                 if not members:
                     continue
