@@ -100,3 +100,11 @@ def test_scale_freeness(opt_cls, kw, scale_free):
         runs.append(w.detach().clone())
     gap = float((runs[0] - runs[1]).abs().max())
     assert (gap < 1e-12) if scale_free else (gap > 1e-4)
+
+
+def test_rotation_is_built_where_the_model_lives():
+    """A model already on another device (meta here, standing in for CUDA) gets its R there too."""
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2)).to("meta")
+    rotated = rotate_model(model, rounds=2, seed=0)
+    assert {t.device.type for t in [*rotated.parameters(), *rotated.buffers()]} == {"meta"}
+    assert rotated(torch.empty(3, 6, device="meta")).shape == (3, 2)

@@ -94,7 +94,8 @@ class RotatedModel(nn.Module):
         self.w = nn.ParameterList()
         for i, names in enumerate(self.groups):
             flat = torch.cat([trained[n].detach().reshape(-1) for n in names])
-            rotation = StructuredRotation(flat.numel(), rounds, seed + i, flat.dtype)
+            # drawn on the CPU (the same R on every device), then moved to where the parameters live
+            rotation = StructuredRotation(flat.numel(), rounds, seed + i, flat.dtype).to(flat.device)
             self.rotations.append(rotation)
             self.w.append(nn.Parameter(rotation.inverse(flat)))
         for p in trained.values():
