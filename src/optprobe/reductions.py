@@ -101,13 +101,15 @@ class Reduction:
             table = self.over_ranks(table, len(self.dots) + len(self.l1))
         table = table.cpu()
         unique_layers = list(dict.fromkeys(layers))
-        position = [unique_layers.index(layer) for layer in layers]
+        position = torch.tensor([unique_layers.index(layer) for layer in layers])
 
         def gather(column: Tensor, reduce_max: bool) -> LayerSums:
-            per_layer = [0.0] * len(unique_layers)
-            for value, p in zip(column.tolist(), position, strict=True):
-                per_layer[p] = max(per_layer[p], value) if reduce_max else per_layer[p] + value
-            return LayerSums(per_layer, max(per_layer) if reduce_max else sum(per_layer))
+            # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
+            per_layer = column.new_zeros(len(unique_layers)).scatter_reduce(
+                0, position, column, "amax" if reduce_max else "sum", include_self=False
+            )
+            total = per_layer.max() if reduce_max else per_layer.sum()
+            return LayerSums(per_layer.tolist(), float(total))
 
         columns = iter(table.T)
         dot_sums = {pair: gather(next(columns), False) for pair in self.dots}

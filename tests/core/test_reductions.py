@@ -58,11 +58,15 @@ def test_dots_and_norms_per_layer_match_float64(dtype, rtol):
     assert linf["g"].total == max(linf["g"].per_layer)
 
 
-def test_non_finite_entries_propagate():
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_non_finite_entries_propagate(bad):
     sources = _sources(torch.float32)
-    sources["g"]["a.bias"][3] = math.inf
-    reduction = Reduction(sources, {("g", "g")}, l1=set(), linf={"g"})
+    sources["g"]["a.bias"][3] = bad
+    reduction = Reduction(sources, {("g", "g")}, l1={"g"}, linf={"g"})
     for name in SHAPES:
         reduction.add(name, sources)
-    dot_sums, _, linf = reduction.result(list(SHAPES), [layer_of(n) for n in SHAPES])
-    assert dot_sums[("g", "g")].total == math.inf and linf["g"].total == math.inf
+    dot_sums, l1, linf = reduction.result(list(SHAPES), [layer_of(n) for n in SHAPES])
+    for sums in (dot_sums[("g", "g")], l1["g"], linf["g"]):
+        assert math.isnan(sums.total) if math.isnan(bad) else sums.total == math.inf
+        assert math.isnan(sums.per_layer[0]) if math.isnan(bad) else sums.per_layer[0] == math.inf
+        assert math.isfinite(sums.per_layer[1])  # the other layer keeps its value
