@@ -73,7 +73,8 @@ class ProbeConfig:
     betas: EMA coefficients of ``exp_gap`` and ``exp_smooth``.
     window: "epoch" (avg/max/EMA restart at each ``end_epoch``) or "none" (one window for the run).
     per_layer: also write per-layer columns ``<metric>/<layer>`` beside the global values.
-    full_batch_every: full-batch metrics every k steps (0: never on steps); needs ``eval_loader``.
+    full_batch_every: full-batch metrics every k steps (0: never on steps); needs ``eval_loader``. A step
+        at the point an epoch end has just measured (the same x) is not measured again.
     full_batch_at_epoch_end: full-batch metrics at each ``end_epoch`` (when ``eval_loader`` is given).
     seed: seed of the randomness (dropout) inside full-batch and periodic passes.
     eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards).
@@ -183,6 +184,7 @@ class Probe:
         self.warnings: Counter[str] = Counter()
         self.last_row: dict[str, Any] | None = None
         self._prev: Params | None = None
+        self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._workspace = Workspace()
         self._pending: _Pending | None = None
         self._keep_rows: int | None = None
@@ -274,6 +276,7 @@ class Probe:
             with self._eval_context():
                 row.update(self.fullbatch.measure(self.evaluator, self._point(), None, self.param_layers))
             self._write(row)
+            self._full_batch_at = self.step  # x_step: where the next end_step would measure again
         self.epoch += 1
         if self.config.window == "epoch":
             for metric in self.metrics:
@@ -298,9 +301,14 @@ class Probe:
         c = self.config
         return (
             bool(self.metrics and t % c.every == 0)
-            or bool(self.fullbatch and c.full_batch_every and t % c.full_batch_every == 0)
+            or self._full_batch_due(t)
             or any(m.due(t) for m in self.periodic)
         )
+
+    def _full_batch_due(self, t: int) -> bool:
+        """Whether step t measures full-batch metrics: every k steps, unless an epoch end just did at x_t."""
+        every = self.config.full_batch_every
+        return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
 
     def _measure_step(self, t: int, pending: _Pending, loss: Tensor | float | None) -> dict[str, Any]:
         grads = self._gradients()
@@ -315,11 +323,7 @@ class Probe:
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self.metrics and t % self.config.every == 0:
             row.update(self._trajectory(t, pending, loss_value, grads))
-        if (
-            self.fullbatch is not None
-            and self.config.full_batch_every
-            and t % self.config.full_batch_every == 0
-        ):
+        if self.fullbatch is not None and self._full_batch_due(t):
             with self._eval_context():
                 row.update(self.fullbatch.measure(self.evaluator, self._point(), grads, self.param_layers))
         for metric in self.periodic:
@@ -498,6 +502,7 @@ class Probe:
             "prev": None if self._prev is None else detached_copy(self._prev),
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
+            "full_batch_at": self._full_batch_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -517,6 +522,7 @@ class Probe:
         self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
+        self._full_batch_at = state.get("full_batch_at")
         if self._table is not None:
             self._table.close()
             self._table = None

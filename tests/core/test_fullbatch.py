@@ -98,3 +98,43 @@ def test_eval_mode_switches_only_during_full_batch_passes(tmp_path):
     assert model.training
     model.eval()
     assert probe.table()["full_loss"].iloc[-1] == pytest.approx(mse_loss(model, (x, y)).item(), rel=1e-12)
+
+
+def test_a_point_measured_at_an_epoch_end_is_not_measured_again_by_the_next_step(tmp_path):
+    """Epochs of 4 steps with full_batch_every=2: the epoch end and step 4 sit at the same x_4, which
+    must count once in the convexity ratio (a ratio of sums over distinct measurement points)."""
+    x, y = _least_squares()
+    model = nn.Linear(4, 1).double()
+    ref = nn.Linear(4, 1).double()  # not the minimizer, so a double count changes the ratio
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    probe = Probe(model, mse_loss, optimizer=opt, reference=ref, eval_loader=[(x, y)], out_dir=tmp_path,
+                  config=ProbeConfig(full_batch_every=2, metrics=("norms",)))  # fmt: skip
+    batches = [(x[i : i + 12], y[i : i + 12]) for i in range(0, 96, 12)]
+    points = {}  # step index of each full-batch measurement -> (inner, excess) recomputed exactly
+    ref_loss = mse_loss(ref, (x, y)).item()
+
+    def record(step: int) -> None:
+        full = mse_loss(model, (x, y))
+        grads = torch.autograd.grad(full, list(model.parameters()))
+        pairs = zip(grads, model.parameters(), ref.parameters(), strict=True)
+        inner = sum(float((g * (p - r)).sum()) for g, p, r in pairs)
+        points[step] = (inner, full.item() - ref_loss)
+
+    for epoch in range(2):
+        for t, batch in enumerate(batches[4 * epoch : 4 * epoch + 4], start=4 * epoch):
+            probe.begin_step(batch)
+            opt.zero_grad()
+            loss = mse_loss(model, batch)
+            loss.backward()
+            row = probe.end_step(loss)
+            if row is not None and "full_loss" in row:
+                record(t)
+            opt.step()
+        probe.end_epoch()
+        record(probe.step)
+    probe.close()
+    table = probe.table()
+    measured = table.dropna(subset=["full_loss"])
+    assert sorted(measured["step"]) == [0, 2, 4, 6, 8] == sorted(points)  # x_4 once, at the epoch end
+    inner, excess = (sum(v) for v in zip(*points.values(), strict=True))
+    assert measured["convexity_ratio"].iloc[-1] == pytest.approx(inner / excess, rel=1e-10)
