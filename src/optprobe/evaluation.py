@@ -133,8 +133,13 @@ class Evaluator:
 
     @contextlib.contextmanager
     def replay(self, rng: RngState | None) -> Iterator[None]:
-        """Run a pass with the training RNG forked and, when given, rewound to ``rng``."""
-        devices = rng.devices() if rng is not None else []
+        """Run a pass with the training RNG forked and, when given, rewound to ``rng``.
+
+        The CUDA generators of the model's devices are forked too, so a pass never advances the random
+        numbers training draws next, whether or not it replays a state.
+        """
+        model_devices = _cuda_devices(dict(self.model.named_parameters()))
+        devices = sorted(set(model_devices) | set(rng.devices() if rng is not None else []))
         with torch.random.fork_rng(devices=devices):
             if rng is not None:
                 rng.restore()

@@ -245,7 +245,7 @@ class Probe:
                 f"the batch is on {device} but the model's parameters are on {param_device}: move the batch "
                 "to the model's device before probe.begin_step(batch)"
             )
-        self._pending = _Pending(batch, RngState.capture(device) if self.config.replay_rng else None)
+        self._pending = _Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``; returns the row if one was written.

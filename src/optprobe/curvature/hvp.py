@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from optprobe.curvature.data_conv import DataConvMode
 from optprobe.errors import OptprobeError, ProbeWarning
-from optprobe.evaluation import Batch, Evaluator, Params, RngState, batch_device
+from optprobe.evaluation import Batch, Evaluator, Params, RngState
 from optprobe.reductions import layer_of
 
 Partition = str | Callable[[str], str]
@@ -130,10 +130,11 @@ class HessianOperator:
         self.chunk_size = chunk_size
         self.method = method
         self.n_hvps = 0
-        self._rng = RngState.capture(batch_device(batch))
-        self._graph: _GradientGraph | None = None
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
+        # dropout draws from the generator of the device the model computes on, not the batch's
+        self._rng = RngState.capture(self.device)
+        self._graph: _GradientGraph | None = None
 
     @property
     def dim(self) -> int:
