@@ -215,9 +215,11 @@ class Evaluator:
                 n = batch_size(chunk)
                 grad: Params = {}
                 loss = self._chunk_pass(params, chunk, n, grad.__setitem__ if with_grad else None)
-                if with_grad:
+                if with_grad:  # summed in at least float32: a bfloat16 sum drifts by ~1e-2 over 256 chunks
                     total_grad = (
-                        grad if total_grad is None else {k: total_grad[k].add_(grad[k]) for k in grad}
+                        {k: g.to(torch.promote_types(g.dtype, torch.float32)) for k, g in grad.items()}
+                        if total_grad is None
+                        else {k: total_grad[k].add_(grad[k]) for k in grad}
                     )
                 total_loss = loss * n if total_loss is None else total_loss + loss * n
                 count += n
