@@ -329,9 +329,6 @@ class Probe:
         for metric in self.periodic:
             if metric.due(t):
                 row.update(self._periodic(metric, t, pending.batch))
-        for key, value in row.items():
-            if isinstance(value, float) and math.isinf(value):
-                row[key] = math.nan
         self._write(row)
         return row
 
@@ -414,7 +411,9 @@ class Probe:
     def _check_step(self, data: StepData) -> None:
         if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
             self._warn("non_finite_grad", f"step {data.step}: the gradient has non-finite entries")
-        if ("dx_prev", "dx_prev") in data.dots and data.dot("dx_prev", "dx_prev") == 0.0:
+        smoothness = "smoothness" in self.config.metrics  # the only metric a zero update makes undefined
+        measured = ("dx_prev", "dx_prev") in data.dots
+        if smoothness and measured and data.dot("dx_prev", "dx_prev") == 0.0:
             self._warn(
                 "zero_update", f"step {data.step}: x_t = x_(t-1), so smoothness against x_(t-1) is NaN"
             )
@@ -474,6 +473,9 @@ class Probe:
         return ([self._table] if self._table is not None else []) + self.sinks
 
     def _write(self, row: dict[str, Any]) -> None:
+        for key, value in row.items():  # an infinite metric is as undefined as a NaN one, in every row
+            if isinstance(value, float) and math.isinf(value):
+                row[key] = math.nan
         for sink in self._all_sinks():
             sink.write(row)
         self.rows_written += 1

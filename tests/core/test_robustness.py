@@ -42,6 +42,17 @@ def test_zero_update_records_nan_smoothness_and_counts_a_warning(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["warnings"]["zero_update"] == 7
 
 
+@pytest.mark.parametrize("families", [("norms",), ("convexity", "correlation")])
+def test_zero_update_is_no_warning_when_no_metric_depends_on_its_direction(tmp_path, families):
+    model = nn.Linear(3, 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    probe = Probe(model, mse_loss, optimizer=opt, out_dir=tmp_path, config=ProbeConfig(metrics=families))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProbeWarning)
+        train(model, mse_loss, _batches(), opt, probe)
+    assert probe.warnings["zero_update"] == 0
+
+
 def test_non_finite_loss_is_recorded_as_nan_without_crashing(tmp_path):
     model = nn.Linear(3, 1).double()
     batches = _batches()
