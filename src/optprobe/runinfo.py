@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from optprobe.files import write_atomic
+
 RUN_INFO = "run.json"
 
 
@@ -34,9 +36,8 @@ def environment() -> dict[str, Any]:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, allow_nan=True), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=str, allow_nan=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

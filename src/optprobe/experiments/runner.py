@@ -27,6 +27,7 @@ from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch
 from optprobe.experiments.config import ExperimentConfig, RunConfig
 from optprobe.experiments.tasks import Task, build_task
+from optprobe.files import write_atomic
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe, ProbeConfig
 from optprobe.runinfo import read_run_info
@@ -315,6 +316,4 @@ def _config_key(run: RunConfig) -> str:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from optprobe.files import write_atomic
+
 LOG_NAME = "metrics.jsonl"
 
 
@@ -62,10 +64,7 @@ def write_columnar(table: pd.DataFrame, run_dir: Path) -> Path:
         target, write = run_dir / "metrics.parquet", lambda p: table.to_parquet(p, index=False)
     except ImportError:
         target, write = run_dir / "metrics.csv", lambda p: table.to_csv(p, index=False)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    write(tmp)
-    os.replace(tmp, target)
-    return target
+    return write_atomic(target, write)
 
 
 def _complete_rows(path: Path) -> list[dict[str, Any]]:
@@ -85,9 +84,8 @@ def _truncate(path: Path, keep_rows: int) -> None:
             f"{path} holds {len(rows)} complete rows but the checkpoint expects {keep_rows}: "
             "the run directory does not belong to this checkpoint"
         )
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows[:keep_rows]), encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows[:keep_rows])
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _jsonable(value: Any) -> Any:
