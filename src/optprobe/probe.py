@@ -283,12 +283,13 @@ class Probe:
                 metric.reset_window()
         return row
 
-    def close(self) -> None:
-        """Flush and close every sink; mark the run finished in ``run.json``."""
+    def close(self, finished: bool = True) -> None:
+        """Flush and close every sink; record in ``run.json`` whether the run finished (``False``: it was
+        interrupted and can be resumed)."""
         for sink in self._all_sinks():
             sink.close()
         if self.run_dir is not None:
-            update_run_info(self.run_dir, finished=True, steps=self.step, warnings=dict(self.warnings))
+            update_run_info(self.run_dir, finished=finished, steps=self.step, warnings=dict(self.warnings))
 
     def __enter__(self) -> Probe:
         return self

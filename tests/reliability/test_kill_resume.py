@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -105,3 +107,70 @@ def test_same_seed_gives_identical_tables_and_from_reproduces_a_run(tmp_path):
     pd.testing.assert_frame_equal(
         read_table(run_a), read_table(tmp_path / "c" / "convex_sanity" / "logistic_adamw")
     )
+
+
+SMALL = """
+name = "interrupt_test"
+[defaults]
+task = "mlp_digits"
+task_options = { dropout = 0.2 }
+epochs = 3
+checkpoint_every = 5
+probe = { full_batch_every = 4 }
+[[runs]]
+label = "sgdm"
+optimizer = "sgdm"
+lr = 0.05
+"""
+
+
+def _small(tmp_path: Path, out: str) -> tuple[Path, list[str]]:
+    config = tmp_path / "interrupt_test.toml"
+    config.write_text(SMALL)
+    return tmp_path / out / "interrupt_test" / "sgdm", ["run", str(config), "--out", str(tmp_path / out)]
+
+
+def test_ctrl_c_stops_after_a_whole_step_and_the_run_resumes_to_the_same_table(tmp_path):
+    whole, args = _small(tmp_path, "whole")
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    run_dir, args = _small(tmp_path, "interrupted")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "optprobe.cli", *args, "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while proc.poll() is None and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    while proc.poll() is None and len(read_table(run_dir)) < 13:  # between checkpoints (every 5 steps)
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read().decode()[-2000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["finished"] is False and 13 <= info["steps"] < len(read_table(whole))
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    pd.testing.assert_frame_equal(read_table(whole), read_table(run_dir))
+
+
+def test_a_crash_in_the_last_epoch_end_resumes_and_writes_that_epoch_end(tmp_path, monkeypatch):
+    """3 epochs of 23 steps with a checkpoint every 23: the last checkpoint falls on the last step, before
+    its epoch end; a crash in that epoch end must not leave the run finished, nor resume without it."""
+    from optprobe.probe import Probe
+
+    whole, args = _small(tmp_path, "whole")
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    run_dir, args = _small(tmp_path, "crashed")
+    args += ["--set", "checkpoint_every=23"]
+    original = Probe.end_epoch
+
+    def crash_in_the_last(probe: Probe):
+        if probe.epoch == 2:
+            raise RuntimeError("out of memory in the evaluation pass")
+        return original(probe)
+
+    monkeypatch.setattr(Probe, "end_epoch", crash_in_the_last)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main([*args, "--no-progress", "--no-report"])
+    assert json.loads((run_dir / "run.json").read_text())["finished"] is False
+    monkeypatch.setattr(Probe, "end_epoch", original)
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    table = read_table(run_dir)
+    assert (table["event"] == "epoch_end").sum() == 3
+    pd.testing.assert_frame_equal(read_table(whole), table)

@@ -8,12 +8,15 @@ stopped and produces the same table as an uninterrupted run (CPU, fixed seed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -114,34 +117,62 @@ def run_one(
 
     bar = tqdm(total=total_steps, initial=step, desc=f"{experiment.name}/{run.label}", disable=not progress)
     batch_in_epoch = skip
+    finished = False
     try:
-        while step < total_steps:
-            for batch in itertools.islice(_train_batches(run, task, epoch, device), batch_in_epoch, None):
-                loss = _train_step(model, task, optimizer, probe, batch)
-                scheduler.step()
-                step, batch_in_epoch = step + 1, batch_in_epoch + 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                if not math.isfinite(loss) and run.on_divergence == "stop":
-                    raise Divergence(
-                        f"{experiment.name}/{run.label}: the loss is {loss} at step {step - 1}; the table "
-                        "holds every step up to it. Lower lr, or set on_divergence='skip' to skip such steps"
-                    )
-                if step % run.checkpoint_every == 0:
-                    save(batch_in_epoch)
+        with _interrupts_between_steps() as interrupted:
+            while True:
+                if batch_in_epoch == steps_per_epoch:  # also an epoch end still due from before a resume
+                    probe.end_epoch()
+                    epoch, batch_in_epoch = epoch + 1, 0
                 if step >= total_steps:
                     break
-            if batch_in_epoch == steps_per_epoch:
-                probe.end_epoch()
-                epoch, batch_in_epoch = epoch + 1, 0
-        save(batch_in_epoch)
-    except KeyboardInterrupt:
-        save(batch_in_epoch)
-        raise
+                for batch in itertools.islice(_train_batches(run, task, epoch, device), batch_in_epoch, None):
+                    loss = _train_step(model, task, optimizer, probe, batch)
+                    scheduler.step()
+                    step, batch_in_epoch = step + 1, batch_in_epoch + 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                    if not math.isfinite(loss) and run.on_divergence == "stop":
+                        finished = True  # the table ends at the divergence; running again changes nothing
+                        raise Divergence(
+                            f"{experiment.name}/{run.label}: the loss is {loss} at step {step - 1}; the "
+                            "table holds every step up to it. Lower lr, or set on_divergence='skip' to "
+                            "skip such steps"
+                        )
+                    if step % run.checkpoint_every == 0 or interrupted():
+                        save(batch_in_epoch)
+                    if interrupted():
+                        raise KeyboardInterrupt
+                    if step >= total_steps:
+                        break
+            save(batch_in_epoch)
+            finished = True
     finally:
         bar.close()
-        probe.close()
+        probe.close(finished=finished)
     return run_dir
+
+
+@contextlib.contextmanager
+def _interrupts_between_steps() -> Iterator[Callable[[], bool]]:
+    """Let a first Ctrl-C take effect after the current step, so the checkpoint it leaves is consistent
+    (the model, optimizer, Probe and step counter all after the same step); a second one stops at once,
+    and the run then resumes from its last periodic checkpoint. Yields "was Ctrl-C pressed?"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pressed: list[bool] = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _train_step(
