@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value in every run (runs.LABEL.KEY=VALUE for one run); repeatable",
     )
-    run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default: runs)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: runs, or runs/reproduced with --from)",
+    )
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run.add_argument("--seed", type=int, default=None, help="seed of every run (default: the config's)")
     run.add_argument("--quick", action="store_true", help="small settings for a smoke test (used in CI)")
@@ -56,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="RUN_DIR",
-        help="reproduce the run recorded in RUN_DIR/run.json (into --out)",
+        help="reproduce the run recorded in RUN_DIR/run.json (into --out, default runs/reproduced)",
     )
     run.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -109,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.experiments:
             raise OptprobeError("give either experiment names or --from RUN_DIR, not both")
         experiments = [experiment_from_run_dir(args.from_dir, overrides)]
+        args.out = args.out or Path("runs") / "reproduced"  # beside the original, not over it
     else:
         names = args.experiments or list(DEFAULT_SUITE)
         strict = len(names) == 1  # with several experiments, runs.LABEL overrides apply where LABEL exists
@@ -116,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         unmatched = unmatched_run_overrides(overrides, experiments)
         if unmatched:
             raise OptprobeError(f"--set {unmatched[0]!r} names a run that none of {names} has")
+    args.out = args.out or Path("runs")
     start = time.perf_counter()
     run_dirs: list[Path] = []
     diverged = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -149,6 +150,12 @@ def experiment_from_dict(
         runs.append(_build(RunConfig, merged, f"{source}: run {label!r}"))
     for run in runs:
         _check_choices(run, source)
+    repeated = sorted({run.label for run in runs if [r.label for r in runs].count(run.label) > 1})
+    if repeated:
+        raise OptprobeError(
+            f"{source}: runs share the label(s) {', '.join(map(repr, repeated))}, and a label names the "
+            "run's directory; give each run its own label (e.g. --set runs.OLD.label=NEW)"
+        )
     header.runs = runs
     return header
 
@@ -169,8 +176,8 @@ def _check_choices(run: RunConfig, source: str) -> None:
         raise OptprobeError(
             f"{source}: run {run.label!r}: checkpoint_every must be ≥ 1, got {run.checkpoint_every}"
         )
-    if run.lr <= 0:
-        raise OptprobeError(f"{source}: run {run.label!r}: lr must be > 0, got {run.lr}")
+    if not 0 < run.lr < math.inf:
+        raise OptprobeError(f"{source}: run {run.label!r}: lr must be a positive finite number, got {run.lr}")
     if run.epochs == 0 and run.max_steps == 0:
         raise OptprobeError(f"{source}: run {run.label!r}: set epochs or max_steps to a positive number")
 

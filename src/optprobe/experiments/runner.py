@@ -55,8 +55,11 @@ def run_one(
     run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True
 ) -> Path:
     """Train one run with the Probe attached; skips a finished run and resumes an interrupted one."""
-    if (run_dir / "run.json").exists() and read_run_info(run_dir).get("finished"):
-        return run_dir
+    if (run_dir / "run.json").exists():
+        info = read_run_info(run_dir)
+        _check_same_config(info.get("run_config"), asdict(run), run_dir)
+        if info.get("finished"):
+            return run_dir
     task = build_task(run.task, **run.task_options)
     model = _model(run, task, run.seed, device)
     reference = _reference(run, task, run_dir.parent / "_cache", device)
@@ -173,6 +176,25 @@ def _interrupts_between_steps() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(pressed)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to skip or resume a run directory that was made with another configuration."""
+    if recorded is None:
+        return
+    recorded = json.loads(json.dumps(recorded, default=str))  # compare as run.json stores values
+    wanted = json.loads(json.dumps(wanted, default=str))
+    changed = [
+        f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
+        for key in wanted
+        if key in recorded and recorded[key] != wanted[key]  # a setting newer than the run is not a change
+    ]
+    if changed:
+        more = "; …" if len(changed) > 4 else ""
+        raise OptprobeError(
+            f"{run_dir} holds a run made with another configuration ({'; '.join(changed[:4])}{more}): "
+            f"give --out a new directory, or delete {run_dir} to redo it"
+        )
 
 
 def _train_step(
@@ -298,7 +320,7 @@ def _schedule(name: str, total_steps: int):  # -> Callable[[int], float]
         return lambda s: (
             (s + 1) / warmup
             if s < warmup
-            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(total - warmup, 1)))
         )
     return lambda s: 1.0
 
@@ -312,7 +334,9 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
             raise OptprobeError(f"task {run.task!r} has no closed-form minimizer; use reference = 'pilot'")
         return task.reference
     seed = run.seed + (1 if run.reference == "pilot_other_seed" else 0)
-    pilot = replace(run, label="pilot", seed=seed, epochs=run.pilot_epochs or run.epochs, curvature=[])
+    pilot = replace(run, label="pilot", seed=seed, curvature=[])
+    if run.pilot_epochs:  # the pilot's own length, whatever limits the run itself
+        pilot = replace(pilot, epochs=run.pilot_epochs, max_steps=0)
     key = _config_key(pilot)
     path = cache / f"pilot-{key}.pt"
     if path.exists():

@@ -1,0 +1,65 @@
+"""The runner's run-directory contract: a directory is only resumed or skipped under the same settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from optprobe.cli import main
+from optprobe.experiments import runner
+from optprobe.experiments.config import experiment_from_dict
+from optprobe.experiments.tasks import build_task
+from optprobe.sinks import read_table
+
+QUICK = ["--quick", "--no-progress", "--no-report"]
+
+
+def test_a_run_directory_made_with_other_settings_is_refused_not_reused(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0
+    assert main(["run", "convex_sanity", *QUICK, "--out", out, "--set", "runs.least_squares_gd.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "lr: 0.05 -> 0.5" in err and "--out" in err
+    assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0  # the same settings: skipped, fine
+
+
+def test_from_reproduces_into_runs_reproduced_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "convex_sanity", *QUICK]) == 0
+    original = tmp_path / "runs" / "convex_sanity" / "logistic_adamw"
+    assert main(["run", "--from", str(original), "--no-progress", "--no-report"]) == 0
+    copy = tmp_path / "runs" / "reproduced" / "convex_sanity" / "logistic_adamw"
+    assert read_table(copy).equals(read_table(original))
+
+
+def test_warmup_cosine_with_a_single_step_runs(tmp_path):
+    args = ["--set", "max_steps=1", "--set", "schedule=warmup_cosine"]
+    assert main(["run", "convex_sanity", *QUICK, "--out", str(tmp_path), *args]) == 0
+    assert [runner._schedule("warmup_cosine", 1)(s) for s in (0, 1)] == [1.0, 1.0]
+
+
+def _pilot_run(**options):
+    defaults = {"task": "least_squares", "optimizer": "sgd", "lr": 0.01, "max_steps": 5, "batch_size": 32}
+    table = {"name": "pilot", "defaults": defaults, "runs": [{"label": "a", "reference": "pilot", **options}]}
+    return experiment_from_dict(table).runs[0]
+
+
+@pytest.mark.parametrize(("options", "epochs"), [({"pilot_epochs": 3}, 3), ({}, None)])
+def test_pilot_epochs_set_the_pilot_length_even_when_the_run_has_max_steps(
+    tmp_path, monkeypatch, options, epochs
+):
+    run = _pilot_run(**options)
+    task = build_task(run.task, **run.task_options)
+    batches = []
+    original = runner._train_batches
+
+    def counted(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            batches.append(batch)
+            yield batch
+
+    monkeypatch.setattr(runner, "_train_batches", counted)
+    runner._reference(run, task, tmp_path, "cpu")
+    expected = (
+        5 if epochs is None else epochs * runner._steps_per_epoch(run, task)
+    )  # else the run's max_steps
+    assert len(batches) == expected
