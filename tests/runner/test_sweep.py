@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from optprobe.cli import main
@@ -21,14 +23,23 @@ def test_grid_parsing_and_expansion():
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-def test_sweep_picks_the_best_learning_rate_per_optimizer(executor, tmp_path):
+def test_sweep_picks_the_best_learning_rate_per_run(executor, tmp_path):
     if executor == "ray":
         pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optprobe[ray]'")
     exp = expand("convex_sanity", {"lr": ["0.0001", "0.05"]}, seeds=1, overrides=["epochs=3"], quick=True)
     run_dirs = run_sweep(exp, tmp_path, executor=executor, workers=2)
     best = best_settings(run_dirs, ["lr"], "loss")
-    winners = best[best["best"]].set_index("optimizer")["lr"]
-    assert winners.to_dict() == {"adamw": 0.05, "sgd": 0.05}  # lr 1e-4 barely moves in 3 epochs
+    winners = best[best["best"]].set_index("run")["lr"]
+    assert winners.to_dict() == {"logistic_adamw": 0.05, "least_squares_gd": 0.05}  # 1e-4 barely moves
+
+
+def test_runs_sharing_an_optimizer_are_ranked_apart(tmp_path):
+    """local_convexity has cnn_sgdm and gpt_sgdm: one optimizer, two runs, each with its own best lr."""
+    exp = expand("convex_sanity", {"lr": ["0.0001", "0.05"]}, seeds=1, overrides=["epochs=3"], quick=True)
+    exp.runs = [replace(r, optimizer="sgd") for r in exp.runs]  # both runs now share the optimizer
+    best = best_settings(run_sweep(exp, tmp_path, workers=2), ["lr"], "loss")
+    assert sorted(best["run"].unique()) == ["least_squares_gd", "logistic_adamw"]
+    assert best["best"].sum() == 2 and (best.groupby("run")["count"].sum() == 2).all()
 
 
 def test_sweep_command_prints_the_table(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Grid sweeps: every run of an experiment × a grid of settings × seeds, on a process pool or Ray.
 
 The studies tune learning rates by grid search; ``optprobe sweep local_convexity --grid lr=1e-4,1e-3
---seeds 3`` runs each combination as its own run directory, then picks the best value per optimizer
-by a criterion column of the tables (lower is better), averaged over seeds.
+--seeds 3`` runs each combination as its own run directory, then picks the best value per run of the
+experiment (e.g. ``cnn_sgdm`` and ``gpt_sgdm`` apart) by a criterion column of the tables (lower is
+better), averaged over seeds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from optprobe.runinfo import read_run_info
 from optprobe.sinks import read_table
 
 EXECUTORS = ("local", "ray")
+SEP = "__"  # between a run's own label and its grid point in a sweep label
+
+
+def base_label(label: str) -> str:
+    """The experiment's run a sweep run came from: ``cnn_sgdm__lr0.1_seed0`` → ``cnn_sgdm``."""
+    return label.split(SEP, 1)[0]
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
@@ -41,7 +48,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 def expand(
     name: str, grid: dict[str, list[str]], seeds: int, overrides: Sequence[str] = (), quick: bool = False
 ) -> ExperimentConfig:
-    """One experiment whose runs are every (run, grid point, seed) combination, labelled by their values."""
+    """One experiment whose runs are every (run, grid point, seed) combination, labelled
+    ``<run>__<values>_seed<seed>`` (:func:`base_label` recovers ``<run>``)."""
     if seeds < 1:
         raise OptprobeError(f"--seeds must be at least 1, got {seeds}")
     base = get_experiment(name, list(overrides), quick)
@@ -52,7 +60,7 @@ def expand(
         for seed in range(seeds):
             variant = get_experiment(name, [*overrides, *point, f"seed={base.runs[0].seed + seed}"], quick)
             tag = "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values, strict=True))
-            runs += [replace(run, label=f"{run.label}_{tag}_seed{run.seed}") for run in variant.runs]
+            runs += [replace(run, label=f"{run.label}{SEP}{tag}_seed{run.seed}") for run in variant.runs]
     return replace(base, name=f"{base.name}_sweep", runs=runs)
 
 
@@ -99,7 +107,8 @@ def _run_on_ray(jobs: list[tuple[RunConfig, Path, ExperimentConfig, str]]) -> li
 def best_settings(
     run_dirs: Sequence[Path], grid_keys: Sequence[str], criterion: str = "loss"
 ) -> pd.DataFrame:
-    """Per optimizer and grid point: the criterion (mean of the last 10% of rows) over seeds; best first.
+    """Per run of the experiment and grid point: the criterion (mean of the last 10% of rows) over seeds;
+    best first.
 
     The criterion is any table column, lower is better (``loss``, ``full_loss``, …).
     """
@@ -116,15 +125,17 @@ def best_settings(
         config = info.get("run_config", {})
         rows.append(
             {
+                "run": base_label(str(info.get("label"))),
                 "optimizer": info.get("optimizer"),
                 **{k: _lookup(config, k) for k in grid_keys},
                 criterion: tail,
             }
         )
     frame = pd.DataFrame(rows)
-    summary = frame.groupby(["optimizer", *grid_keys], dropna=False)[criterion].agg(["mean", "std", "count"])
-    summary = summary.reset_index().sort_values(["optimizer", "mean"])
-    summary["best"] = ~summary.duplicated("optimizer")
+    groups = ["run", "optimizer", *grid_keys]
+    summary = frame.groupby(groups, dropna=False)[criterion].agg(["mean", "std", "count"])
+    summary = summary.reset_index().sort_values(["run", "mean"])
+    summary["best"] = ~summary.duplicated("run")
     return summary
 
 
