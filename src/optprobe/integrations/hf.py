@@ -11,6 +11,7 @@ until clipping.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -79,7 +80,9 @@ def _callback_class() -> type:
             total = 0.0
             for inputs in batches:
                 with trainer.compute_loss_context_manager():
-                    loss = trainer.compute_loss(model, inputs, num_items_in_batch=self.num_items)
+                    # a shallow copy each pass: compute_loss pops "labels" (label smoothing,
+                    # compute_loss_func) from its dict, and the probe evaluates a micro-batch several times
+                    loss = trainer.compute_loss(model, copy.copy(inputs), num_items_in_batch=self.num_items)
                 divided = not trainer.model_accepts_loss_kwargs or self.num_items is None
                 if divided and trainer.compute_loss_func is None:
                     loss = loss / trainer.current_gradient_accumulation_steps
