@@ -113,3 +113,15 @@ def test_loss_options_that_pop_labels_are_probed_at_every_point(tmp_path, loss_o
     trainer, probe, losses = _recorded_trainer(tmp_path, **loss_option)
     trainer.train()
     _assert_probe_loss_is_the_trainers(probe, losses)
+
+
+@pytest.mark.parametrize("scaled", [False, True, None])
+def test_probe_loss_follows_loss_is_scaled_for_ga(tmp_path, scaled):
+    # GPT-2 takes num_items_in_batch, so by default (None) its loss counts as scaled for accumulation; a
+    # subclass's loss_is_scaled_for_ga overrides that in training_step, and so in the probe's loss
+    class Trainer(transformers.Trainer):
+        loss_is_scaled_for_ga = scaled
+
+    trainer, probe, losses = _recorded_trainer(tmp_path, trainer_class=Trainer)
+    trainer.train()
+    _assert_probe_loss_is_the_trainers(probe, losses)
