@@ -1,7 +1,8 @@
 """Lightning integration: ``OptprobeCallback`` probes every optimizer step of ``Trainer.fit``.
 
 One Probe step is one optimizer step; with ``accumulate_grad_batches = k`` its batch is the list of the
-k micro-batches and its loss their mean (Lightning divides each micro-batch loss by k). Gradients are
+window's micro-batches and its loss Σ_i ℓ_i / k, the objective Lightning backpropagates (it divides each
+micro-batch loss by k, also in an epoch's last, shorter window). Gradients are
 measured in ``on_before_optimizer_step``: accumulated, unscaled under AMP, and not yet clipped.
 The Probe's passes run in the precision plugin's training context, so mixed precision is measured
 as trained. By default the loss is ``pl_module.training_step(batch, batch_idx)`` (a tensor, or a
@@ -68,7 +69,9 @@ def _callback_class() -> type:
                         self.user_loss(model, batch) if self.user_loss else model.training_step(batch, index)
                     )
                     losses.append(out["loss"] if isinstance(out, dict) else out)
-            return torch.stack([loss.float() for loss in losses]).mean()
+            # Lightning divides each micro-batch loss by accumulate_grad_batches, in a last short window too
+            total = torch.stack([loss.float() for loss in losses]).sum()
+            return total / self.trainer.accumulate_grad_batches
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.trainer = trainer
