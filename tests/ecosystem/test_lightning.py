@@ -83,13 +83,13 @@ class RecordingRegression(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def _fit(tmp_path, module, dataset, accumulate=2):
-    callback = OptprobeCallback(loss_fn=_squared_loss, out_dir=tmp_path / "probe")
+def _fit(tmp_path, module, dataset, accumulate=2, probed=True):
+    callbacks = [OptprobeCallback(loss_fn=_squared_loss, out_dir=tmp_path / "probe")] if probed else []
     trainer = pl.Trainer(max_epochs=1, accumulate_grad_batches=accumulate, accelerator="cpu",
-                         callbacks=[callback], logger=False, enable_checkpointing=False,
+                         callbacks=callbacks, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, torch.utils.data.DataLoader(dataset, batch_size=8))
-    return callback.probe.table().query("event == 'step'")
+    return callbacks[0].probe.table().query("event == 'step'") if probed else None
 
 
 def _objectives(module, accumulate=2):
@@ -115,3 +115,34 @@ def test_last_short_accumulation_window_is_measured_on_the_backpropagated_object
             with torch.no_grad():
                 at.append(float(sum(_squared_loss(module, batch) for batch in window)) / 2)
         np.testing.assert_allclose(table["loss_diff"].iloc[t], at[0] - at[1], rtol=1e-5, atol=1e-7)
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Draws from the global torch RNG in __getitem__, as random augmentation does (num_workers=0)."""
+
+    def __init__(self) -> None:
+        self.x, self.y = torch.randn(48, 6), torch.randn(48)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i] + 0.1 * torch.randn(6), self.y[i]
+
+
+def test_dropout_is_replayed_per_micro_batch_when_the_loader_draws_random_numbers(tmp_path):
+    # Lightning fetches micro-batch i+1 (drawing augmentation noise) before micro-batch i's forward, so one
+    # RNG state per window replays the wrong dropout masks from the window's second micro-batch on
+    torch.manual_seed(0)
+    module = RecordingRegression(dropout=0.5)
+    table = _fit(tmp_path, module, _Augmented())
+    assert [len(window) for window, _ in module.steps] == [2, 2, 2]
+    np.testing.assert_allclose(table["loss"], _objectives(module), rtol=1e-6, atol=1e-7)
+    assert table["inst_gap_prev"].iloc[1:].max() <= 1e-6  # the training masks at x_{t-1}: convex, gap ≤ 0
+    # the replay rewinds the RNG only inside the probe's forked passes: training draws what it draws unprobed
+    torch.manual_seed(0)
+    unprobed = RecordingRegression(dropout=0.5)
+    _fit(tmp_path, unprobed, _Augmented(), probed=False)
+    assert unprobed.losses == module.losses
+    for name, value in unprobed.state_dict().items():
+        torch.testing.assert_close(value, module.state_dict()[name], rtol=0, atol=0)
