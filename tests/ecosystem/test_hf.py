@@ -57,3 +57,71 @@ def test_fp16_is_refused_with_a_clear_message(tmp_path):
 
     with pytest.raises(OptprobeError, match="bf16"):
         attach(FakeTrainer(), out_dir=tmp_path)
+
+
+def _recorded_trainer(tmp_path, trainer_class=None, gradient_accumulation_steps=2, **kwargs):
+    """A tiny GPT-2 Trainer with a Probe; ``losses`` gets each micro-batch loss training_step returns."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config)
+    extra = {k: kwargs.pop(k) for k in ("compute_loss_func",) if k in kwargs}
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4,
+        gradient_accumulation_steps=gradient_accumulation_steps, max_steps=3, learning_rate=1e-3,
+        report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True, **kwargs,
+    )  # fmt: skip
+    trainer_class = trainer_class or transformers.Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=_Tokens(), **extra)
+    probe = attach(trainer, out_dir=tmp_path / "probe")
+    training_step, losses = trainer.training_step, []
+
+    def recording_step(model, inputs, num_items_in_batch=None):
+        loss = training_step(model, inputs, num_items_in_batch)
+        losses.append(float(loss))
+        return loss
+
+    trainer.training_step = recording_step
+    return trainer, probe, losses
+
+
+def _assert_probe_loss_is_the_trainers(probe, losses, gradient_accumulation_steps=2):
+    """The probe's loss at x_t is the objective whose gradient .grad holds: Σ training_step's losses."""
+    table = probe.table().query("event == 'step'")
+    k = gradient_accumulation_steps
+    objective = [sum(losses[i : i + k]) for i in range(0, len(losses), k)]
+    assert len(table) == len(objective) == 3
+    np.testing.assert_allclose(table["loss"], objective, rtol=1e-6, atol=1e-7)
+    assert table["loss_diff"].iloc[1:].notna().all()  # the pass at x_{t-1} ran too
+
+
+def _shifted_cross_entropy(outputs, labels, num_items_in_batch=None):
+    logits = outputs["logits"][:, :-1].float()
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), reduction="sum"
+    )
+    return loss / num_items_in_batch
+
+
+@pytest.mark.parametrize(
+    "loss_option",
+    [{"label_smoothing_factor": 0.1}, {"compute_loss_func": _shifted_cross_entropy}],
+    ids=["label_smoothing", "compute_loss_func"],
+)
+def test_loss_options_that_pop_labels_are_probed_at_every_point(tmp_path, loss_option):
+    # Trainer.compute_loss pops "labels" from the dict it is given; the probe evaluates each micro-batch at
+    # x_t and again at x_{t-1}, so each evaluation must see the labels
+    trainer, probe, losses = _recorded_trainer(tmp_path, **loss_option)
+    trainer.train()
+    _assert_probe_loss_is_the_trainers(probe, losses)
+
+
+@pytest.mark.parametrize("scaled", [False, True, None])
+def test_probe_loss_follows_loss_is_scaled_for_ga(tmp_path, scaled):
+    # GPT-2 takes num_items_in_batch, so by default (None) its loss counts as scaled for accumulation; a
+    # subclass's loss_is_scaled_for_ga overrides that in training_step, and so in the probe's loss
+    class Trainer(transformers.Trainer):
+        loss_is_scaled_for_ga = scaled
+
+    trainer, probe, losses = _recorded_trainer(tmp_path, trainer_class=Trainer)
+    trainer.train()
+    _assert_probe_loss_is_the_trainers(probe, losses)

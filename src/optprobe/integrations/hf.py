@@ -2,7 +2,8 @@
 
 One Probe step is one optimizer step. With gradient accumulation its batch is the list of the step's
 micro-batches, and its loss is the objective whose gradient the Trainer accumulates:
-Σ_i compute_loss(micro-batch i) (divided by the accumulation steps when the model takes no
+Σ_i compute_loss(micro-batch i), divided by the accumulation steps exactly where ``training_step``
+divides it (``Trainer.loss_is_scaled_for_ga``, or by default when the loss is not normalized by
 ``num_items_in_batch``), under the Trainer's own autocast context, so bf16 runs are measured in bf16.
 The gradient is measured **before clipping** (the Trainer clips before ``on_pre_optimizer_step``, and
 a clipped g_t would not be ∇ℓ(x_t, z_t)). fp16 with a GradScaler is refused: its gradients are scaled
@@ -11,6 +12,7 @@ until clipping.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -79,12 +81,23 @@ def _callback_class() -> type:
             total = 0.0
             for inputs in batches:
                 with trainer.compute_loss_context_manager():
-                    loss = trainer.compute_loss(model, inputs, num_items_in_batch=self.num_items)
-                divided = not trainer.model_accepts_loss_kwargs or self.num_items is None
-                if divided and trainer.compute_loss_func is None:
+                    # a shallow copy each pass: compute_loss pops "labels" (label smoothing,
+                    # compute_loss_func) from its dict, and the probe evaluates a micro-batch several times
+                    loss = trainer.compute_loss(model, copy.copy(inputs), num_items_in_batch=self.num_items)
+                if not self._loss_is_scaled_for_ga():
                     loss = loss / trainer.current_gradient_accumulation_steps
                 total = total + loss
             return total
+
+        def _loss_is_scaled_for_ga(self) -> bool:
+            """Trainer.training_step's rule: whether it takes compute_loss's value without dividing it."""
+            trainer = self.trainer
+            scaled = getattr(trainer, "loss_is_scaled_for_ga", None)  # a subclass's own say comes first
+            if scaled is not None:
+                return bool(scaled)
+            # by default, scaled when normalized by num_items_in_batch, by the model or by compute_loss_func
+            by_model = trainer.model_accepts_loss_kwargs and self.num_items is not None
+            return bool(by_model or trainer.compute_loss_func is not None)
 
         def micro_batch(self, inputs: Any, num_items_in_batch: Any) -> None:
             if not self.batches:

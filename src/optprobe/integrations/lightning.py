@@ -1,7 +1,10 @@
 """Lightning integration: ``OptprobeCallback`` probes every optimizer step of ``Trainer.fit``.
 
 One Probe step is one optimizer step; with ``accumulate_grad_batches = k`` its batch is the list of the
-k micro-batches and its loss their mean (Lightning divides each micro-batch loss by k). Gradients are
+window's micro-batches and its loss Σ_i ℓ_i / k, the objective Lightning backpropagates (it divides each
+micro-batch loss by k, also in an epoch's last, shorter window). Each micro-batch's RNG state is
+replayed before its own forward, so dropout masks match even when the data pipeline draws random
+numbers while Lightning prefetches the next micro-batch. Gradients are
 measured in ``on_before_optimizer_step``: accumulated, unscaled under AMP, and not yet clipped.
 The Probe's passes run in the precision plugin's training context, so mixed precision is measured
 as trained. By default the loss is ``pl_module.training_step(batch, batch_idx)`` (a tensor, or a
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from optprobe.errors import OptprobeError
+from optprobe.evaluation import RngState
 from optprobe.integrations import trainer_scalars
 from optprobe.probe import Probe, ProbeConfig
 
@@ -49,6 +53,13 @@ def _muted_logging(module: Any) -> Iterator[None]:
         module.log, module.log_dict = log, log_dict
 
 
+def _replaying(batches: list[tuple[Any, int, RngState | None]]) -> bool:
+    """Whether this pass replays the step's random numbers: the Evaluator has just rewound the RNG to the
+    state captured before the window's first forward (not in seeded periodic passes, nor without replay)."""
+    first = batches[0][2] if batches else None
+    return first is not None and torch.equal(torch.get_rng_state(), first.cpu)
+
+
 @functools.cache
 def _callback_class() -> type:
     """Defined on first use so that importing optprobe needs no lightning."""
@@ -60,15 +71,20 @@ def _callback_class() -> type:
             self.batches: list[Any] = []
             self.trainer: Any = None
 
-        def _loss(self, model: Any, batches: list[tuple[Any, int]]) -> torch.Tensor:
+        def _loss(self, model: Any, batches: list[tuple[Any, int, RngState | None]]) -> torch.Tensor:
+            replaying = _replaying(batches)
             with self.trainer.precision_plugin.train_step_context(), _muted_logging(model):
                 losses = []
-                for batch, index in batches:
+                for batch, index, rng in batches:
+                    if replaying and rng is not None:
+                        rng.restore()  # inside the Evaluator's fork_rng: training's RNG stream is untouched
                     out = (
                         self.user_loss(model, batch) if self.user_loss else model.training_step(batch, index)
                     )
                     losses.append(out["loss"] if isinstance(out, dict) else out)
-            return torch.stack([loss.float() for loss in losses]).mean()
+            # Lightning divides each micro-batch loss by accumulate_grad_batches, in a last short window too
+            total = torch.stack([loss.float() for loss in losses]).sum()
+            return total / self.trainer.accumulate_grad_batches
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.trainer = trainer
@@ -79,7 +95,11 @@ def _callback_class() -> type:
             if not self.batches:
                 # the list is the step's batch: it fills up with the window's micro-batches before end_step
                 self.probe.begin_step(self.batches)
-            self.batches.append((batch, batch_idx))
+            # each micro-batch's own RNG state: Lightning fetches the next batch (and a data pipeline may draw
+            # random numbers) between micro-batches, so the window's first state cannot replay the later ones
+            device = next(iter(self.probe.params.values())).device
+            rng = RngState.capture(device) if self.probe.config.replay_rng else None
+            self.batches.append((batch, batch_idx, rng))
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             row = self.probe.end_step(None)
