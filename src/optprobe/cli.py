@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except OptprobeError as exc:
+    except (OptprobeError, FileNotFoundError) as exc:  # bad input: the message says what to change
         print(f"optprobe: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

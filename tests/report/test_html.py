@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from synthetic import synthetic_table, write_run
 
@@ -70,3 +71,15 @@ def test_find_run_dirs_accepts_runs_and_parents_and_rejects_missing_paths(runs, 
         find_run_dirs([tmp_path / "nope"])
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         find_run_dirs([tmp_path])
+
+
+def test_compare_counts_steps_not_the_epoch_end_row_and_cli_errors_are_messages(tmp_path, capsys):
+    from optprobe.cli import main
+
+    table = synthetic_table(steps=5, curvature=False)
+    end = table.iloc[[-1]].assign(step=5, event="epoch_end")  # an epoch end carries the next step's index
+    run = write_run(tmp_path / "runs" / "x" / "r", pd.concat([table, end], ignore_index=True))
+    assert list(compare([run])["steps"]) == [5]
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty")]) == 2
+    assert "optprobe: error: no metrics.jsonl" in capsys.readouterr().err

@@ -203,3 +203,11 @@ def test_missing_columns_are_not_measured_never_an_error(t):
     assert len(card) == len(CHECKS)
     assert {v.verdict for v in card} == {Label.NOT_MEASURED}
     assert all(math.isnan(v.value) and v.detail for v in card)
+
+
+def test_random_scaling_without_its_cumulative_columns_is_not_measured():
+    table = pd.DataFrame(
+        {"step": [0, 1, 2], "update_corr_rs": [-1.0, -0.5, -0.2], "loss_diff": [-0.9, -0.6, -0.1]}
+    )
+    verdict = check_random_scaling(table, {"random_scaling": True})
+    assert verdict.verdict == Label.NOT_MEASURED and "cum_update_corr_rs" in verdict.detail

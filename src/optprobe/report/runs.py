@@ -70,6 +70,15 @@ def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[Run]:
     return [load_run(d) for d in find_run_dirs(run_dirs)]
 
 
+def _steps(table: pd.DataFrame) -> int:
+    """Training steps a table covers: its last step row's index + 1 (an epoch_end row carries the next
+    step's index, and rows are written only at measured steps)."""
+    if "step" not in table or not len(table):
+        return 0
+    steps = table["step"][table["event"] == "step"] if "event" in table else table["step"]
+    return int(steps.max()) + 1 if len(steps) else 0
+
+
 def compare(run_dirs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """One row per run: label, experiment, steps, final losses and the key verdicts (:data:`COMPARE_KEYS`)."""
     rows = []
@@ -80,7 +89,7 @@ def compare(run_dirs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
             {
                 "label": run.label,
                 "experiment": run.experiment,
-                "steps": int(run.table["step"].max()) + 1 if "step" in run.table and len(run.table) else 0,
+                "steps": _steps(run.table),
                 "final_loss": float(loss.iloc[-1]) if len(loss) else float("nan"),
                 "final_full_loss": float(full.iloc[-1]) if len(full) else float("nan"),
                 "finished": bool(run.info.get("finished", False)),

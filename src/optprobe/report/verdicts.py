@@ -349,6 +349,8 @@ def check_random_scaling(table: pd.DataFrame, info: RunInfo | None = None) -> Ve
             key, assumption, statistic, criterion, f"two or more steps with {column} and loss_diff"
         )
     cum_corr, cum_diff = series(table, f"cum_{column}"), series(table, "cum_loss_diff")
+    if cum_corr.empty or cum_diff.empty:
+        return _not_measured(key, assumption, statistic, criterion, f"cum_{column} and cum_loss_diff")
     detail = f"over {n} steps: Σ {column} = {cum_corr.iloc[-1]:.3g}, Σ loss_diff = {cum_diff.iloc[-1]:.3g}"
     if not scaled:
         detail = f"no random scaling in this run; plain {detail} (z = {z:.2f})"
@@ -362,7 +364,7 @@ def check_stationarity(table: pd.DataFrame, info: RunInfo | None = None) -> Verd
     """Convergence to a stationary point: ρ = ‖∇F(x_last)‖ / ‖∇F(x_first)‖ from ``full_grad_norm``.
 
     Holds when ρ ≤ STATIONARY_RATIO, fails when ρ ≥ 1 (the full gradient did not shrink),
-    inconclusive in between or with a single measurement.
+    inconclusive in between; not measured with fewer than two measurements.
     """
     key, assumption = "stationarity", "convergence to a stationary point (‖∇F‖ → 0)"
     statistic, criterion = "‖∇F‖ last / first", "≤ 0.1 holds; ≥ 1 fails"
