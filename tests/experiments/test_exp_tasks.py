@@ -128,5 +128,9 @@ def test_user_data_tasks(tmp_path):
     assert len(task.train) == 16 and "regression" in task.describe()
     assert torch.isfinite(task.loss_fn(task.model_fn(), first_batch(task)))
 
+    np.savez(tmp_path / "cls.npz", x=rng.normal(size=(20, 4)), y=rng.integers(0, 3, 20))
+    task = build_task("numpy_mlp", path=str(tmp_path / "cls.npz"), eval_fraction=0.0)  # no held-out split
+    assert len(task.train) == 20 and len(task.eval) == 0
+
     with pytest.raises(OptprobeError, match="x.npy and y.npy"):
         build_task("numpy_mlp", path=str(tmp_path / "nothing"))

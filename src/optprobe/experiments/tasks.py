@@ -161,7 +161,7 @@ def _split(ds: TensorDataset, eval_fraction: float, seed: int) -> tuple[TensorDa
 
 
 def _num_classes(*datasets: TensorDataset) -> int:
-    return int(max(int(ds.tensors[1].max()) for ds in datasets)) + 1
+    return int(max(int(ds.tensors[1].max()) for ds in datasets if len(ds))) + 1  # a split may be empty
 
 
 # --- convex tasks -------------------------------------------------------------------------------------
