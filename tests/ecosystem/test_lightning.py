@@ -146,3 +146,21 @@ def test_dropout_is_replayed_per_micro_batch_when_the_loader_draws_random_number
     assert unprobed.losses == module.losses
     for name, value in unprobed.state_dict().items():
         torch.testing.assert_close(value, module.state_dict()[name], rtol=0, atol=0)
+
+
+def test_full_batch_metrics_run_on_plain_evaluation_batches(tmp_path):
+    """eval_loader batches are single batches, not optimizer-step windows: F is their mean loss."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randn(64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    module = RecordingRegression()
+    eval_loader = [(x[:32], y[:32]), (x[32:], y[32:])]
+    callback = OptprobeCallback(out_dir=tmp_path / "probe", eval_loader=eval_loader)
+    trainer = pl.Trainer(max_epochs=1, accumulate_grad_batches=2, accelerator="cpu", callbacks=[callback],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, loader)
+    end = callback.probe.table().query("event == 'epoch_end'")
+    assert len(end) == 1
+    with torch.no_grad():
+        assert end["full_loss"].iloc[0] == pytest.approx(float(_squared_loss(module, (x, y))), rel=1e-6)

@@ -53,6 +53,10 @@ def _muted_logging(module: Any) -> Iterator[None]:
         module.log, module.log_dict = log, log_dict
 
 
+class _Window(list):
+    """The Probe's batch for one optimizer step: the window's (micro-batch, batch_idx, RNG state) triples."""
+
+
 def _replaying(batches: list[tuple[Any, int, RngState | None]]) -> bool:
     """Whether this pass replays the step's random numbers: the Evaluator has just rewound the RNG to the
     state captured before the window's first forward (not in seeded periodic passes, nor without replay)."""
@@ -68,10 +72,15 @@ def _callback_class() -> type:
         def __init__(self, config: ProbeConfig | None, loss_fn: Callable | None, kwargs: dict) -> None:
             self.config, self.user_loss, self.kwargs = config, loss_fn, kwargs
             self.probe: Probe | None = None
-            self.batches: list[Any] = []
+            self.batches = _Window()
             self.trainer: Any = None
 
-        def _loss(self, model: Any, batches: list[tuple[Any, int, RngState | None]]) -> torch.Tensor:
+        def _loss(self, model: Any, batches: Any) -> torch.Tensor:
+            if not isinstance(batches, _Window):  # an evaluation or curvature batch: one forward, unscaled
+                batches = [(batches, 0, None)]
+                scale = 1
+            else:
+                scale = self.trainer.accumulate_grad_batches
             replaying = _replaying(batches)
             with self.trainer.precision_plugin.train_step_context(), _muted_logging(model):
                 losses = []
@@ -83,8 +92,7 @@ def _callback_class() -> type:
                     )
                     losses.append(out["loss"] if isinstance(out, dict) else out)
             # Lightning divides each micro-batch loss by accumulate_grad_batches, in a last short window too
-            total = torch.stack([loss.float() for loss in losses]).sum()
-            return total / self.trainer.accumulate_grad_batches
+            return torch.stack([loss.float() for loss in losses]).sum() / scale
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.trainer = trainer
@@ -103,7 +111,7 @@ def _callback_class() -> type:
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             row = self.probe.end_step(None)
-            self.batches = []
+            self.batches = _Window()
             if row is not None:
                 scalars = trainer_scalars(row)
                 if scalars:
