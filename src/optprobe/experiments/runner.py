@@ -1,9 +1,9 @@
 """Runs an experiment's training runs with a Probe attached: resumable, seeded, with progress bars.
 
 Each run writes ``OUT/<experiment>/<label>/`` (the Probe's table and ``run.json``) and keeps a
-``checkpoint.pt`` (model, optimizer, scheduler, Probe state, RNG, position in the epoch) every
-``checkpoint_every`` steps and on Ctrl-C, so running the same command again resumes where it
-stopped and produces the same table as an uninterrupted run (CPU, fixed seed).
+``checkpoint.pt`` (model, optimizer, scheduler, Probe state, CPU and CUDA RNG, position in the epoch)
+every ``checkpoint_every`` steps and on Ctrl-C (after the step in progress), so running the same command
+again resumes where it stopped and produces the same table as an uninterrupted run (CPU, fixed seed).
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def run_one(
         scheduler.load_state_dict(state["scheduler"])
         probe.load_state_dict(state["probe"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None:  # dropout on the GPU draws from the CUDA generators
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
 
     def save(batch_in_epoch: int) -> None:
@@ -111,6 +113,7 @@ def run_one(
                 "scheduler": scheduler.state_dict(),
                 "probe": probe.state_dict(),
                 "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
                 "step": step,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
