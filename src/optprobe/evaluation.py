@@ -216,7 +216,8 @@ class Evaluator:
 
         Memory stays at one gradient plus one chunk's activations. Randomness inside the loss
         (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x. Under DDP
-        each rank reads its own shard of the data and the totals are summed over ranks.
+        each rank reads its own shard of the data and the totals are summed over ranks (a rank whose
+        shard is empty adds zeros).
         """
         total_loss: Tensor | None = None
         total_grad: Params | None = None
@@ -238,6 +239,9 @@ class Evaluator:
         device = next(iter(params.values())).device
         zero = torch.zeros((), dtype=torch.float64, device=device)
         totals = [zero if total_loss is None else total_loss, zero + count]
+        if with_grad and total_grad is None and not self.sharded and is_distributed():
+            # this rank's loader yielded nothing: zero sums, so that every rank enters the same all-reduce
+            total_grad = {k: torch.zeros_like(p, dtype=_sum_dtype(p.dtype)) for k, p in params.items()}
         # sharded chunk passes reduce-scatter, so their gradients already are sums over ranks; the sums
         # go in the parameters' order, the same on every rank (backward's order can differ between ranks)
         rank_grads = [] if self.sharded or total_grad is None else [total_grad[k] for k in params]

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from test_ddp import _free_port, process_group
 from torch import nn
 
+from optprobe.errors import OptprobeError
 from optprobe.evaluation import Evaluator
 
 WORLD = 2
@@ -102,3 +103,33 @@ def test_ddp_gradients_when_ranks_use_different_parameters(tmp_path):
         assert list(got["full"][1]) == list(point)
         for name in point:
             torch.testing.assert_close(got["full"][1][name], full_grad[name], rtol=1e-12, atol=1e-15)
+
+
+# ----------------------------------------------------------------------- empty eval shard
+def _linear_full_batch(shards: list[list]) -> list[tuple]:
+    """F and ∇F of a linear model at its initialisation over each of ``shards`` (lists of chunks)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    evaluator = Evaluator(model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean())
+    point = {name: p.detach() for name, p in model.named_parameters()}
+    return [evaluator.full_loss_and_grad(point, [(x, y)] * chunks) for chunks in shards]
+
+
+def _empty_worker(rank: int) -> dict:
+    full = _linear_full_batch([1 - rank])  # rank 1's loader yields nothing
+    with pytest.raises(OptprobeError, match="yielded no batch"):  # every rank empty: the same error on all
+        _linear_full_batch([0])
+    return {"full": full[0]}
+
+
+@pytest.mark.slow
+def test_ddp_full_batch_with_an_empty_eval_shard(tmp_path):
+    ranks = _spawn(_empty_worker, tmp_path)
+    [(loss, grad, n)] = _linear_full_batch([1])  # one process on rank 0's data, the only data there is
+    for got in ranks:
+        got_loss, got_grad, got_n = got["full"]
+        assert got_n == n == 4
+        torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=0)
+        for name in grad:
+            torch.testing.assert_close(got_grad[name], grad[name], rtol=1e-12, atol=1e-15)
