@@ -17,6 +17,8 @@ from torch import nn
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Evaluator
+from optprobe.metrics.curvature import HessianL11, HessianTrace, Sharpness
+from optprobe.probe import Probe, ProbeConfig
 
 WORLD = 2
 TIMEOUT = 20.0  # seconds a collective may wait: a mismatched collective fails instead of hanging
@@ -103,6 +105,55 @@ def test_ddp_gradients_when_ranks_use_different_parameters(tmp_path):
         assert list(got["full"][1]) == list(point)
         for name in point:
             torch.testing.assert_close(got["full"][1][name], full_grad[name], rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------------------ curvature
+def _curvature_data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 3, generator=g, dtype=torch.float64)
+    return x, torch.sin(x.sum(1)) + 0.1 * torch.randn(32, generator=g, dtype=torch.float64)
+
+
+def _curvature_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+
+
+def _mse(model: nn.Module, batch) -> torch.Tensor:
+    return ((model(batch[0]).squeeze(-1) - batch[1]) ** 2).mean()
+
+
+def _curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
+    """One probed step whose periodic metrics run on the training batch (each rank's shard of it)."""
+    x, y = _curvature_data()
+    batch = (x[rank::world], y[rank::world])
+    periodic = [
+        Sharpness(every=1, k=2, bottom=True, max_iter=50),
+        HessianTrace(every=1, n_probes=20, seed=3),
+        HessianL11(every=1, n_probes=10, seed=4),
+    ]
+    config = ProbeConfig(metrics=("norms",))
+    probe = Probe(model, _mse, config=config, periodic=periodic, out_dir=None)
+    probe.begin_step(batch)
+    model.zero_grad()
+    loss = _mse(model, batch)
+    loss.backward()
+    return probe.end_step(loss)
+
+
+def _curvature_worker(rank: int) -> dict:
+    return _curvature_row(nn.parallel.DistributedDataParallel(_curvature_model()), rank, WORLD)
+
+
+@pytest.mark.slow
+def test_ddp_curvature_is_the_hessian_of_the_global_batch(tmp_path):
+    ranks = _spawn(_curvature_worker, tmp_path)
+    single = _curvature_row(_curvature_model())
+    keys = ["sharpness", "sharpness_2", "sharpness_min", "sharpness_hvps", "hessian_trace"]
+    keys += ["hessian_trace_se", "hessian_l11"]
+    for row in ranks:  # every rank, not only the writer, saw the global operator
+        for key in keys:
+            assert row[key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
 
 
 # ----------------------------------------------------------------------- empty eval shard
