@@ -31,8 +31,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_(tensors: Sequence[Tensor], mean: bool) -> None:
-    """In place: the sum (or mean) over ranks of each tensor, in one collective on a flat buffer."""
+    """In place: the sum (or mean) over ranks of each tensor, in one collective (on a flat buffer when
+    there are several tensors; a single contiguous tensor is reduced where it lies)."""
     if not is_distributed() or not tensors:
+        return
+    if len(tensors) == 1 and tensors[0].is_contiguous():  # in place: no flat copy of a large tensor
+        dist.all_reduce(tensors[0])
+        if mean:
+            tensors[0] /= dist.get_world_size()
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)

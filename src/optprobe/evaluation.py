@@ -13,14 +13,15 @@ Every extra pass optprobe makes goes through :class:`Evaluator`. It evaluates
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from optprobe.distributed import all_reduce_
+from optprobe.distributed import all_reduce_, is_distributed
 from optprobe.errors import OptprobeError
 
 Batch = Any
@@ -182,7 +183,11 @@ class Evaluator:
         A consumer that reduces and drops each tensor keeps at most one gradient tensor alive, never
         the whole gradient. Gradients are laid out like their parameters (accumulated into ``.grad`` of
         a fresh leaf, as training does); a parameter the loss does not use gets zeros. With
-        ``across_ranks`` each tensor and the loss are averaged over DDP ranks first.
+        ``across_ranks`` each tensor and the loss are averaged over DDP ranks first; the tensors then
+        enter their all-reduces in one fixed order on every rank (reverse registration order, the usual
+        backward order), so ranks whose losses use different parameters still pair the same tensors. A
+        gradient that arrives before its turn is held until then, so a rank that leaves a parameter
+        unused (data-dependent routing) holds the gradients backward makes after that parameter's turn.
         """
         leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
 
@@ -191,8 +196,15 @@ class Evaluator:
             loss.backward(inputs=list(leaves.values()))
             return loss
 
+        collective = across_ranks and is_distributed()
         with self.replay(rng):
-            loss = stream_leaf_grads(leaves, consume, backward, _rank_mean_ if across_ranks else None)
+            loss = stream_leaf_grads(
+                leaves,
+                consume,
+                backward,
+                _rank_mean_ if collective else None,
+                order=list(reversed(leaves)) if collective else None,
+            )
         if across_ranks:
             all_reduce_([loss], mean=True)
         return loss
@@ -204,7 +216,8 @@ class Evaluator:
 
         Memory stays at one gradient plus one chunk's activations. Randomness inside the loss
         (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x. Under DDP
-        each rank reads its own shard of the data and the totals are summed over ranks.
+        each rank reads its own shard of the data and the totals are summed over ranks (a rank whose
+        shard is empty adds zeros).
         """
         total_loss: Tensor | None = None
         total_grad: Params | None = None
@@ -217,7 +230,7 @@ class Evaluator:
                 loss = self._chunk_pass(params, chunk, n, grad.__setitem__ if with_grad else None)
                 if with_grad:  # summed in at least float32: a bfloat16 sum drifts by ~1e-2 over 256 chunks
                     total_grad = (
-                        {k: g.to(torch.promote_types(g.dtype, torch.float32)) for k, g in grad.items()}
+                        {k: g.to(_sum_dtype(g.dtype)) for k, g in grad.items()}
                         if total_grad is None
                         else {k: total_grad[k].add_(grad[k]) for k in grad}
                     )
@@ -226,8 +239,12 @@ class Evaluator:
         device = next(iter(params.values())).device
         zero = torch.zeros((), dtype=torch.float64, device=device)
         totals = [zero if total_loss is None else total_loss, zero + count]
-        # sharded chunk passes reduce-scatter, so their gradients already are sums over ranks
-        rank_grads = [] if self.sharded else list((total_grad or {}).values())
+        if with_grad and total_grad is None and not self.sharded and is_distributed():
+            # this rank's loader yielded nothing: zero sums, so that every rank enters the same all-reduce
+            total_grad = {k: torch.zeros_like(p, dtype=_sum_dtype(p.dtype)) for k, p in params.items()}
+        # sharded chunk passes reduce-scatter, so their gradients already are sums over ranks; the sums
+        # go in the parameters' order, the same on every rank (backward's order can differ between ranks)
+        rank_grads = [] if self.sharded or total_grad is None else [total_grad[k] for k in params]
         all_reduce_([*totals, *rank_grads], mean=False)
         total_loss, count = totals[0], int(totals[1].item())
         if count == 0:
@@ -235,7 +252,7 @@ class Evaluator:
                 "the evaluation loader yielded no batch; pass a non-empty DataLoader as eval_loader "
                 "(check its length and drop_last)"
             )
-        grad_mean = None if total_grad is None else {k: g.div_(count) for k, g in total_grad.items()}
+        grad_mean = None if total_grad is None else {k: total_grad[k].div_(count) for k in params}
         return total_loss / count, grad_mean, count
 
     def _chunks(self, loader: Iterable[Batch]) -> Iterator[Batch]:
@@ -271,21 +288,39 @@ def stream_leaf_grads(
     consume: Consumer,
     backward: Callable[[], Tensor],
     prepare: Callable[[Tensor], Tensor] | None = None,
+    order: Sequence[str] | None = None,
 ) -> Tensor:
     """Run ``backward()`` (it returns the loss); each leaf's ``.grad`` goes to ``consume`` once accumulated.
 
     The gradient is taken off the leaf (``.grad`` is left None), handed over as ``prepare(grad)`` (a
-    rank mean, a local shard) or as is; a leaf the loss does not use gets zeros.
+    rank mean, a local shard) or as is; a leaf the loss does not use gets zeros. Without ``order``
+    gradients are handed over as backward makes them. With ``order`` (every leaf name once) they are
+    handed over in that order, whatever order backward makes them in: a gradient that arrives early is
+    held until its turn, and a leaf that has not arrived when backward ends gets zeros at its turn. A
+    ``prepare`` that is a collective needs this, so that every rank pairs the same tensors.
     """
-    pending = set(leaves)
+    if order is not None and sorted(order) != sorted(leaves):
+        raise ValueError("order must name every leaf exactly once")
+    pending = dict.fromkeys(leaves if order is None else order)  # not yet handed over, in hand-over order
+    turns = deque(pending) if order is not None else None  # with ``order``: whose turn comes next
+    held: dict[str, Tensor] = {}  # with ``order``: gradients made before their turn
 
-    def hand_over(name: str, leaf: Tensor) -> None:
-        grad, leaf.grad = leaf.grad, None
-        pending.discard(name)
+    def hand_over(name: str, grad: Tensor) -> None:
+        del pending[name]
         consume(name, grad if prepare is None else prepare(grad))
 
+    def arrived(name: str, leaf: Tensor) -> None:
+        grad, leaf.grad = leaf.grad, None
+        if turns is None:
+            hand_over(name, grad)
+            return
+        held[name] = grad
+        while turns and turns[0] in held:
+            turn = turns.popleft()
+            hand_over(turn, held.pop(turn))
+
     hooks = [
-        leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: hand_over(name, leaf))
+        leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: arrived(name, leaf))
         for name, leaf in leaves.items()
     ]
     try:
@@ -294,10 +329,14 @@ def stream_leaf_grads(
     finally:
         for hook in hooks:
             hook.remove()
-    for name in [n for n in leaves if n in pending]:  # unused by the loss: a zero gradient
-        leaves[name].grad = torch.zeros_like(leaves[name])
-        hand_over(name, leaves[name])
+    for name in list(pending):  # what is left, in order: held gradients, zeros where the loss does not reach
+        hand_over(name, held.pop(name) if name in held else torch.zeros_like(leaves[name]))
     return loss.detach()
+
+
+def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype gradient sums are kept in: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _rank_mean_(grad: Tensor) -> Tensor:

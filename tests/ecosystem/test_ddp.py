@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -64,10 +65,11 @@ def _train(model, out_dir, rank=0, world=1, with_probe=True):
 
 
 @contextlib.contextmanager
-def process_group(rank: int, world: int, port: int) -> Iterator[None]:
-    """A gloo process group on this machine for the block."""
+def process_group(rank: int, world: int, port: int, timeout: float | None = None) -> Iterator[None]:
+    """A gloo process group on this machine for the block; ``timeout`` (s) makes a stuck collective fail."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    limit = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
+    dist.init_process_group("gloo", rank=rank, world_size=world, **limit)
     try:
         yield
     finally:

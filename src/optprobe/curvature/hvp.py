@@ -13,6 +13,13 @@ Two exact ways to compute H v, chosen per call by ``method="auto"``:
   costs 2-3.5x a product through the stored graph (CPU, MLP and small CNN), but ``vmap`` amortises it
   over a stack (Hutchinson, Cauchy probes, Hessian rows) to about the same cost per vector or less.
 
+Under data parallelism (an initialised process group of more than one rank, whole parameters) every
+product is the mean over ranks of each rank's H_r v, one all-reduce per call: the Hessian of the mean of
+the ranks' losses, which for equal per-rank batch sizes is the Hessian of the global-batch mean loss. The
+products bypass DDP's hooks, so the operator reduces them itself; every rank then sees the same operator,
+and Lanczos, Hutchinson and Cauchy estimators take the same steps and stopping decisions on all ranks
+(each call is a collective: every rank must make the same calls).
+
 Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
 update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
 stacks as well; models with an operation that has no double backward fall back the same way to
@@ -29,9 +36,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from optprobe.curvature.data_conv import DataConvMode
+from optprobe.distributed import all_reduce_, is_distributed
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Batch, Evaluator, Params, RngState
 from optprobe.reductions import layer_of
@@ -99,7 +108,9 @@ class HessianOperator:
     ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, each
     replaced by the other on a model where it failed), ``"forward"`` or ``"double_backward"``.
     ``chunk_size`` bounds how many vectors ``vmap`` pushes through the model at once. All parameters must
-    share one dtype and one device.
+    share one dtype and one device. ``across_ranks``: under a process group of more than one rank, each
+    product is the rank mean of the ranks' products (see the module docstring); ``False`` keeps this
+    rank's own Hessian. DTensor (sharded) parameters are never reduced here.
     """
 
     def __init__(
@@ -109,6 +120,7 @@ class HessianOperator:
         batch: Batch,
         chunk_size: int | None = 32,
         method: str = "auto",
+        across_ranks: bool = True,
     ) -> None:
         if method not in ("auto", "forward", "double_backward"):
             raise OptprobeError(f"method must be 'auto', 'forward' or 'double_backward', got {method!r}")
@@ -135,6 +147,8 @@ class HessianOperator:
         # dropout draws from the generator of the device the model computes on, not the batch's
         self._rng = RngState.capture(self.device)
         self._graph: _GradientGraph | None = None
+        whole = not evaluator.sharded and not any(isinstance(p, DTensor) for p in self.params.values())
+        self.across_ranks = across_ranks and whole and is_distributed()
 
     @property
     def dim(self) -> int:
@@ -144,7 +158,10 @@ class HessianOperator:
         """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d)."""
         stack = v.reshape(-1, self.dim).to(self.dtype)
         self.n_hvps += stack.shape[0]
-        return self._products(stack).reshape(v.shape)
+        products = self._products(stack)
+        if self.across_ranks:  # HVPs bypass DDP's hooks: average them over ranks here
+            all_reduce_([products], mean=True)
+        return products.reshape(v.shape)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
