@@ -72,6 +72,7 @@ def process_group(rank: int, world: int, port: int, timeout: float | None = None
     dist.init_process_group("gloo", rank=rank, world_size=world, **limit)
     try:
         yield
+        dist.barrier()  # every rank is done before any tears the group down (gloo aborts a rank otherwise)
     finally:
         dist.destroy_process_group()
 
