@@ -26,8 +26,18 @@ def rank() -> int:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module DDP wraps (``model.module``), or the model itself."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The module that DDP or DataParallel wraps, or that torch.compile compiled; else the model itself.
+
+    The Probe measures the unwrapped module, so parameter names carry no ``module.`` or ``_orig_mod.``
+    prefix and a reference saved from the plain model matches; its extra passes run uncompiled.
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def all_reduce_(tensors: Sequence[Tensor], mean: bool) -> None:

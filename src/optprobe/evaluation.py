@@ -192,7 +192,7 @@ class Evaluator:
         leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
 
         def backward() -> Tensor:
-            loss = self.loss_at(leaves, batch)
+            loss = differentiable(self.loss_at(leaves, batch))
             loss.backward(inputs=list(leaves.values()))
             return loss
 
@@ -281,6 +281,16 @@ def scalar_loss(loss: object) -> Tensor:
             f"got {type(loss).__name__} with shape {getattr(loss, 'shape', None)}"
         )
     return loss.reshape(())
+
+
+def differentiable(loss: Tensor) -> Tensor:
+    """``loss``, or an error saying why the Probe cannot take its gradient."""
+    if not loss.requires_grad:
+        raise OptprobeError(
+            "loss_fn(model, batch) returned a loss that does not depend on the parameters through autograd "
+            "(a .detach(), .item() or torch.no_grad() inside it?); return the loss you call backward() on"
+        )
+    return loss
 
 
 def stream_leaf_grads(

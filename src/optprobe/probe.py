@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import math
 import os
 import time
@@ -93,8 +94,12 @@ class ProbeConfig:
     replay_rng: bool = True
 
     def __post_init__(self) -> None:
-        self.metrics = tuple(self.metrics)
+        self.metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+        self.betas = (self.betas,) if isinstance(self.betas, (int, float)) else tuple(self.betas)
         self.betas = tuple(float(b) for b in self.betas)
+        for name in ("every", "full_batch_every", "seed"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise OptprobeError(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in self.metrics:
             if name not in FAMILIES:
                 close = difflib.get_close_matches(name, FAMILIES, n=1)
@@ -135,6 +140,10 @@ class Probe:
         sinks: more sinks (TensorBoard, W&B, …) that receive every row.
         if_exists: what to do when ``out_dir`` already holds a run: "error", "overwrite" or "resume"
             (keep its rows; call :meth:`load_state_dict` to continue from a checkpoint).
+        grad_scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop. ``.grad`` then holds scaled
+            gradients; on measured steps the Probe unscales them in place (``grad_scaler.unscale_``, as
+            gradient clipping does) unless you already have. Put ``torch.autocast`` inside ``loss_fn``,
+            so the Probe's passes run in the precision training runs in.
     """
 
     def __init__(
@@ -152,7 +161,11 @@ class Probe:
         sinks: Sequence[Sink] = (),
         if_exists: str = "error",
         run_info: Mapping[str, Any] | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
+        if grad_scaler is not None and optimizer is None:
+            raise OptprobeError("grad_scaler needs the optimizer: Probe(..., optimizer=opt, grad_scaler=s)")
+        self.grad_scaler = grad_scaler
         model = unwrap(model)  # under DDP: the module; the probe's own passes reduce across ranks
         self.model = model
         self.config = config or ProbeConfig()
@@ -164,6 +177,12 @@ class Probe:
                 "measure curvature on an unsharded copy of the model"
             )
         self.params = trained_parameters(model)
+        complex_params = [name for name, p in self.params.items() if p.is_complex()]
+        if complex_params:
+            raise OptprobeError(
+                f"complex parameters ({', '.join(complex_params[:3])}) are not supported: the metrics are "
+                "defined for real x; train torch.view_as_real views as real parameters instead"
+            )
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
         self.layers = list(dict.fromkeys(self.param_layers))
@@ -187,6 +206,7 @@ class Probe:
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._workspace = Workspace()
         self._pending: _Pending | None = None
+        self._closed = False
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
         self.sinks = list(sinks) if rank() == 0 else []  # one writer under data parallelism
@@ -237,7 +257,18 @@ class Probe:
 
     # ------------------------------------------------------------------------------- the loop
     def begin_step(self, batch: Batch) -> None:
-        """Call before the forward pass of each training step: remembers z_t and the RNG state."""
+        """Call before the forward pass of each training step: remembers z_t and the RNG state.
+
+        With gradient accumulation, call it once per optimizer step with the list of micro-batches (fill
+        the list as you go) and give the Probe a ``loss_fn`` that averages the loss over that list.
+        """
+        self._check_open()
+        if self._pending is not None:
+            raise OptprobeError(
+                "begin_step() was called twice without end_step(): the Probe measures one optimizer step at "
+                "a time. With gradient accumulation, call begin_step(micro_batches) once per optimizer step "
+                "with the list of its micro-batches, and make loss_fn(model, micro_batches) their mean loss"
+            )
         param_device = next(iter(self.params.values())).device
         device = batch_device(batch) or param_device
         if device.type != param_device.type:
@@ -253,12 +284,21 @@ class Probe:
         ``loss`` is ℓ(x_t, z_t) from the training forward; with ``None`` the Probe recomputes it
         (one more forward, same RNG).
         """
+        self._check_open()
         if self._pending is None:
             raise OptprobeError(
                 "end_step() needs a matching begin_step(batch) before the forward pass of the same step"
             )
+        if isinstance(loss, Tensor) and loss.numel() != 1:
+            self._pending = None
+            raise OptprobeError(
+                f"end_step(loss) needs the scalar training loss, got a tensor of shape {tuple(loss.shape)}: "
+                "pass the mean loss you called backward() on"
+            )
         pending, self._pending = self._pending, None
         t = self.step
+        if self._due(t):
+            self._unscale_gradients()
         row = self._measure_step(t, pending, loss) if self._due(t) else None
         trajectory_next = self.metrics and (t + 1) % self.config.every == 0
         if trajectory_next and self.needs.uses_prev:
@@ -270,6 +310,7 @@ class Probe:
 
     def end_epoch(self) -> dict[str, Any] | None:
         """Call at each epoch end: full-batch metrics at the current point, then a new window."""
+        self._check_open()
         row = None
         if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
             row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
@@ -286,6 +327,9 @@ class Probe:
     def close(self, finished: bool = True) -> None:
         """Flush and close every sink; record in ``run.json`` whether the run finished (``False``: it was
         interrupted and can be resumed)."""
+        if self._closed:
+            return
+        self._closed = True
         for sink in self._all_sinks():
             sink.close()
         if self.run_dir is not None:
@@ -412,6 +456,12 @@ class Probe:
     def _check_step(self, data: StepData) -> None:
         if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
             self._warn("non_finite_grad", f"step {data.step}: the gradient has non-finite entries")
+        if data.dot("g", "g") == 0.0:
+            self._warn(
+                "zero_gradient",
+                f"step {data.step}: every gradient entry is 0; if that is unexpected, call end_step after "
+                "loss.backward() and before optimizer.zero_grad()",
+            )
         smoothness = "smoothness" in self.config.metrics  # the only metric a zero update makes undefined
         measured = ("dx_prev", "dx_prev") in data.dots
         if smoothness and measured and data.dot("dx_prev", "dx_prev") == 0.0:
@@ -439,7 +489,22 @@ class Probe:
             for module, training in modes:
                 module.train(training)
 
+    def _unscale_gradients(self) -> None:
+        """.grad ← .grad / scale under a GradScaler, once a step (its ``unscale_`` refuses a second call)."""
+        scaler = self.grad_scaler
+        if scaler is None or not scaler.is_enabled():
+            return
+        from torch.amp.grad_scaler import OptState
+
+        if scaler._per_optimizer_states[id(self.optimizer)]["stage"] is not OptState.UNSCALED:
+            scaler.unscale_(self.optimizer)
+
     def _gradients(self) -> Params:
+        if [n for n, p in self.model.named_parameters() if p.requires_grad] != self.names:
+            raise OptprobeError(
+                "the set of parameters with requires_grad changed since the Probe was built (gradual "
+                "unfreezing?); the Probe measures a fixed x: build a new Probe after freezing or unfreezing"
+            )
         grads = {name: p.grad for name, p in self.params.items()}
         if all(g is None for g in grads.values()):
             raise OptprobeError(
@@ -461,6 +526,10 @@ class Probe:
         else:
             for name, p in self._point().items():
                 self._prev[name].copy_(p)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OptprobeError("this Probe is closed; build a new one (if_exists='resume' continues a run)")
 
     def _warn(self, reason: str, message: str) -> None:
         if self.warnings[reason] == 0:
@@ -497,6 +566,9 @@ class Probe:
         """Everything needed to continue with identical metric values (save it with your checkpoint)."""
         return {
             "version": 1,
+            "config": asdict(self.config),
+            "reference": self.reference is not None,
+            "names": list(self.names),
             "step": self.step,
             "epoch": self.epoch,
             "rows_written": self.rows_written,
@@ -510,6 +582,13 @@ class Probe:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
+        ours = {"config": asdict(self.config), "reference": self.reference is not None, "names": self.names}
+        for what, value in ((what, state.get(what)) for what in ours):
+            if value is not None and _as_saved(value) != _as_saved(ours[what]):
+                raise OptprobeError(
+                    f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
+                    "build the Probe with the same config, reference and model as the saved run"
+                )
         if len(state["metrics"]) != len(self.metrics):
             raise OptprobeError(
                 f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
@@ -539,6 +618,11 @@ def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
     value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
     all_reduce_([value], mean=True)
     return float(value)
+
+
+def _as_saved(value: Any) -> Any:
+    """``value`` as a checkpoint round trip gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _count_rows(run_dir: Path) -> int | None:

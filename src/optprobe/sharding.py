@@ -40,6 +40,7 @@ from optprobe.evaluation import (
     Evaluator,
     LossFn,
     RngState,
+    differentiable,
     scalar_loss,
     stream_leaf_grads,
     trained_parameters,
@@ -154,7 +155,7 @@ class ShardedEvaluator(Evaluator):
         """ℓ(loaded point, batch); the local shards of the rank mean of ∇(scale·ℓ) go to ``consume``."""
 
         def backward() -> Tensor:
-            loss = scalar_loss(self.loss_fn(self.model, batch))
+            loss = differentiable(scalar_loss(self.loss_fn(self.model, batch)))
             (loss * scale).backward()
             return loss
 
