@@ -133,7 +133,8 @@ class Probe:
         optimizer: the optimizer, read for the learning rate and, under random scaling, ``last_scale``
             and ``last_weight``.
         reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
-        eval_loader: batches that define F for the full-batch metrics.
+        eval_loader: batches that define F for the full-batch metrics, each weighted by its number of
+            examples: the leading dimension of its first tensor (put a batch-first tensor first).
         periodic: periodic metrics (curvature), run on ``periodic_batch`` (default: the first
             ``eval_loader`` batch, or else the first training batch they are due on).
         out_dir: run directory (default ``runs/<time>``); ``None`` with ``sinks`` given writes no table.
