@@ -19,6 +19,15 @@ BASE = {
 }
 
 
+def test_quick_settings_override_a_runs_own_length():
+    """local_convexity's GPT runs set max_steps = 300; --quick must still cut them to its 20 steps."""
+    from optprobe.experiments.registry import get_experiment
+
+    runs = {run.label: run for run in get_experiment("local_convexity", quick=True).runs}
+    assert runs["gpt_adamw"].max_steps == runs["cnn_sgdm"].max_steps == 20
+    assert get_experiment("local_convexity").runs[3].max_steps == 300
+
+
 def test_defaults_runs_quick_and_overrides_merge_in_that_order():
     exp = experiment_from_dict(
         BASE, ["probe.per_layer=true", "runs.b.lr=0.3", "task_options.n=64"], quick=True

@@ -132,8 +132,6 @@ def experiment_from_dict(
         raise OptprobeError(f"{source}: runs must be an array of tables ([[runs]]), got {run_tables!r}")
     header = _build(ExperimentConfig, {**raw, "runs": []}, source)
     shared = dict(header.defaults)
-    if quick:
-        shared = _merge(shared, header.quick)
     labels = [str(t.get("label", f"run{i}")) if isinstance(t, dict) else "" for i, t in enumerate(run_tables)]
     run_overrides, per_label = _parse_overrides(overrides, labels, strict)
     runs = []
@@ -141,6 +139,8 @@ def experiment_from_dict(
         if not isinstance(table, dict):
             raise OptprobeError(f"{source}: runs[{i}] must be a table, got {type(table).__name__}")
         merged = _merge(shared, table)
+        if quick:  # [quick] overrides the runs' own settings too: a run's max_steps must not undo it
+            merged = _merge(merged, header.quick)
         if quick and isinstance(table.get("quick"), dict):
             merged = _merge(merged, table["quick"])
         merged.pop("quick", None)
