@@ -67,9 +67,9 @@ def _tensor_leaves(batch: Batch) -> Iterator[Tensor]:
             yield from _tensor_leaves(value)
 
 
-def batch_device(batch: Batch) -> torch.device | None:
-    """Device of the batch's first tensor (None when the batch holds no tensor)."""
-    return next((leaf.device for leaf in _tensor_leaves(batch)), None)
+def batch_devices(batch: Batch) -> set[torch.device]:
+    """The devices the batch's tensors are on (empty when it holds no tensor)."""
+    return {leaf.device for leaf in _tensor_leaves(batch)}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from optprobe.evaluation import (
     LossFn,
     Params,
     RngState,
-    batch_device,
+    batch_devices,
     detached_copy,
     trained_parameters,
 )
@@ -271,10 +271,12 @@ class Probe:
                 "with the list of its micro-batches, and make loss_fn(model, micro_batches) their mean loss"
             )
         param_device = next(iter(self.params.values())).device
-        device = batch_device(batch) or param_device
-        if device.type != param_device.type:
+        devices = batch_devices(batch)
+        # a tensor off the model's device beside others on it is fine (CPU lengths for pack_padded_sequence)
+        if devices and all(device.type != param_device.type for device in devices):
+            found = ", ".join(sorted(map(str, devices)))
             raise OptprobeError(
-                f"the batch is on {device} but the model's parameters are on {param_device}: move the batch "
+                f"the batch is on {found} but the model's parameters are on {param_device}: move the batch "
                 "to the model's device before probe.begin_step(batch)"
             )
         self._pending = _Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)

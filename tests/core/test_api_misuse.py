@@ -132,3 +132,12 @@ def test_wrapped_models_are_measured_as_the_plain_module(wrap, tmp_path):
         warnings.simplefilter("ignore")  # DataParallel on a CPU-only machine says so
         probe = Probe(wrapped, mse_loss, reference=reference, out_dir=None, sinks=[])
     assert probe.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_batch_device_check_looks_at_every_tensor():
+    """meta tensors stand in for a GPU here: a batch wholly elsewhere is refused, a mixed one is not."""
+    model = nn.Linear(3, 1)
+    probe = Probe(model, mse_loss, out_dir=None, sinks=[])
+    with pytest.raises(OptprobeError, match="move the batch"):
+        probe.begin_step({"x": torch.empty(4, 3, device="meta"), "y": torch.empty(4, device="meta")})
+    probe.begin_step({"lengths": torch.empty(4, device="meta"), "x": torch.randn(4, 3)})
