@@ -9,11 +9,14 @@ passes. Only rank 0 writes a run directory and feeds sinks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from optprobe.errors import OptprobeError
 
 
 def is_distributed() -> bool:
@@ -23,6 +26,31 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+T = TypeVar("T")
+
+
+def on_every_rank(fn: Callable[[], T], device: torch.device) -> T:
+    """``fn()``; under data parallelism, if it raises on any rank it raises on every rank.
+
+    For set-up that only rank 0 can get wrong (its run directory): the other ranks would otherwise go
+    on to the next collective and wait there until the timeout. ``device`` carries the flag (NCCL needs
+    a CUDA tensor).
+    """
+    error: Exception | None = None
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 - re-raised below, on this rank and, as a flag, on the others
+        error = exc
+    if is_distributed():
+        failed = torch.tensor([float(error is not None)], device=device)
+        dist.all_reduce(failed)
+        if error is None and failed.item() > 0:
+            raise OptprobeError("another rank failed while setting up the Probe; its error says why")
+    if error is not None:
+        raise error
+    return result
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optprobe.distributed import all_reduce_, is_distributed, rank, unwrap
+from optprobe.distributed import all_reduce_, is_distributed, on_every_rank, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import (
     Batch,
@@ -211,7 +211,10 @@ class Probe:
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
         self.sinks = list(sinks) if rank() == 0 else []  # one writer under data parallelism
-        self.run_dir = self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info)
+        self.run_dir = on_every_rank(
+            lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
+            next(iter(self.params.values())).device,
+        )
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self) -> list[TrajectoryMetric]:

@@ -7,6 +7,7 @@ tensors, and the values must equal a single process on the union of the ranks' d
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,21 @@ def test_ddp_full_batch_with_an_empty_eval_shard(tmp_path):
         torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=0)
         for name in grad:
             torch.testing.assert_close(got_grad[name], grad[name], rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------ set-up errors on one rank
+def _probe_in_a_used_directory(run_dir: str, rank: int) -> str:
+    """Only rank 0 looks at the run directory; its refusal must reach rank 1, not leave it waiting."""
+    try:
+        Probe(nn.Linear(3, 1).double(), lambda m, b: m(b).sum(), out_dir=run_dir)
+    except OptprobeError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_a_set_up_error_on_rank_zero_is_raised_on_every_rank(tmp_path):
+    run_dir = tmp_path / "used"
+    Probe(nn.Linear(3, 1), lambda m, b: m(b).sum(), out_dir=run_dir).close()  # a run is already there
+    errors = _spawn(functools.partial(_probe_in_a_used_directory, str(run_dir)), tmp_path)
+    assert "already holds an optprobe run" in errors[0]
+    assert "another rank failed" in errors[1]
