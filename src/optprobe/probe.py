@@ -25,6 +25,7 @@ import contextlib
 import difflib
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -98,8 +99,10 @@ class ProbeConfig:
         self.betas = (self.betas,) if isinstance(self.betas, (int, float)) else tuple(self.betas)
         self.betas = tuple(float(b) for b in self.betas)
         for name in ("every", "full_batch_every", "seed"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise OptprobeError(f"{name} must be an integer, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy integers are fine
+                raise OptprobeError(f"{name} must be an integer, got {value!r}")
+            setattr(self, name, int(value))
         for name in self.metrics:
             if name not in FAMILIES:
                 close = difflib.get_close_matches(name, FAMILIES, n=1)
@@ -143,8 +146,9 @@ class Probe:
             (keep its rows; call :meth:`load_state_dict` to continue from a checkpoint).
         grad_scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop. ``.grad`` then holds scaled
             gradients; on measured steps the Probe unscales them in place (``grad_scaler.unscale_``, as
-            gradient clipping does) unless you already have. Put ``torch.autocast`` inside ``loss_fn``,
-            so the Probe's passes run in the precision training runs in.
+            gradient clipping does) unless you already have, so call your own ``unscale_`` (for
+            clipping) before ``end_step``, not after. Put ``torch.autocast`` inside ``loss_fn``, so the
+            Probe's passes run in the precision training runs in.
     """
 
     def __init__(

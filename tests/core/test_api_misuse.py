@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import mse_loss
@@ -119,6 +120,7 @@ def test_resuming_into_a_probe_with_another_config_is_refused(tmp_path):
 def test_config_accepts_one_family_or_beta_and_rejects_fractional_counts():
     assert ProbeConfig(metrics="convexity").metrics == ("convexity",)
     assert ProbeConfig(betas=0.9).betas == (0.9,)
+    assert ProbeConfig(every=np.int64(5)).every == 5  # numpy integers (np.arange grids) are integers
     with pytest.raises(OptprobeError, match="every must be an integer"):
         ProbeConfig(every=2.5)
 

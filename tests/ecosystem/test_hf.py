@@ -125,3 +125,28 @@ def test_probe_loss_follows_loss_is_scaled_for_ga(tmp_path, scaled):
     trainer, probe, losses = _recorded_trainer(tmp_path, trainer_class=Trainer)
     trainer.train()
     _assert_probe_loss_is_the_trainers(probe, losses)
+
+
+def test_full_batch_metrics_run_on_plain_evaluation_batches(tmp_path):
+    """eval_loader batches are single input dicts, not optimizer-step windows: F is their mean loss."""
+    from optprobe.probe import ProbeConfig
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    model = transformers.GPT2LMHeadModel(config)
+    ids = _Tokens().ids[:8]
+    eval_batch = {"input_ids": ids, "labels": ids}
+    with torch.no_grad():
+        initial = float(model(**eval_batch).loss)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        max_steps=2, learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="no", seed=0,
+        disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens())
+    probe = attach(trainer, out_dir=tmp_path / "probe", eval_loader=[eval_batch],
+                   config=ProbeConfig(full_batch_every=1))  # fmt: skip
+    trainer.train()
+    steps = probe.table().query("event == 'step'")
+    assert steps["full_loss"].iloc[0] == pytest.approx(initial, rel=1e-5)  # F at x_0

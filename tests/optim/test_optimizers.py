@@ -108,6 +108,18 @@ def test_adasgd_block_keeps_its_step_count_and_size_when_a_parameter_has_no_grad
             torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14, msg=f"step {t}")
 
 
+def test_adasgd_block_keeps_its_step_count_when_its_first_parameter_is_frozen():
+    params = _params()
+    opt = AdaSGD(params, lr=0.01)
+    for t in range(STEPS):
+        if t == 3:
+            params[0].requires_grad_(False)  # frozen mid-training: the block's count must not restart
+        for p, g in zip(params, _grads(t), strict=True):
+            p.grad = g.clone() if p.requires_grad else None
+        opt.step()
+    assert opt.state[params[0]]["step"] == STEPS
+
+
 def test_blockwise_adam_with_singleton_blocks_is_adam_and_with_one_block_is_adasgd():
     params, twin = _params(), _params()
     _assert_same(_run(BlockwiseAdam(params, lr=0.01, partition="coordinate"), params),

@@ -142,8 +142,8 @@ def run_one(
                         finished = True  # the table ends at the divergence; running again changes nothing
                         raise Divergence(
                             f"{experiment.name}/{run.label}: the loss is {loss} at step {step - 1}; the "
-                            "table holds every step up to it. Lower lr, or set on_divergence='skip' to "
-                            "skip such steps"
+                            "table holds every step up to it. Lower lr (into a new --out), or set "
+                            "on_divergence='skip' to skip such steps"
                         )
                     if step % run.checkpoint_every == 0 or interrupted():
                         save(batch_in_epoch)

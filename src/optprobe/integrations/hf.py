@@ -59,6 +59,10 @@ def attach(trainer: Any, config: ProbeConfig | None = None, log_every: int = 1, 
     return callback.probe
 
 
+class _Window(list):
+    """The Probe's batch for one optimizer step: the inputs of its micro-batches."""
+
+
 @functools.cache
 def _callback_class() -> type:
     """The TrainerCallback subclass, defined on first use so that importing optprobe needs no transformers."""
@@ -69,15 +73,18 @@ def _callback_class() -> type:
         def __init__(self, trainer: Any, config: ProbeConfig | None, log_every: int, kwargs: dict) -> None:
             self.trainer = trainer
             self.log_every = log_every
-            self.batches: list[Any] = []
+            self.batches = _Window()
             self.num_items: Any = None
             self.measured = False
             self.probe = Probe(
                 trainer.model, self._loss, config=config, optimizer=trainer.optimizer, **kwargs
             )
 
-        def _loss(self, model: Any, batches: list[Any]) -> torch.Tensor:
+        def _loss(self, model: Any, batches: Any) -> torch.Tensor:
             trainer = self.trainer
+            if not isinstance(batches, _Window):  # an evaluation or curvature batch: one unscaled forward
+                with trainer.compute_loss_context_manager():
+                    return trainer.compute_loss(model, copy.copy(batches))
             total = 0.0
             for inputs in batches:
                 with trainer.compute_loss_context_manager():
@@ -114,7 +121,7 @@ def _callback_class() -> type:
             if self.probe.optimizer is None:
                 self.probe.optimizer = self.trainer.optimizer
             row = self.probe.end_step(None)
-            self.batches = []
+            self.batches = _Window()
             if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
                 scalars = trainer_scalars(row)
                 if scalars:

@@ -89,8 +89,8 @@ class BlockwiseAdam(torch.optim.Optimizer):
                 if not members:
                     continue
                 # the block's step count, and its one second moment unless blocks are coordinates, live
-                # with its first parameter, whether or not that one has a gradient this step
-                head = self.state[params[0]]
+                # with its first parameter, whether or not that one has a gradient or is frozen now
+                head = self.state[group["params"][block[0]]]
                 step = head["step"] = head.get("step", 0) + 1
                 corr1, corr2 = 1 - beta1**step, 1 - beta2**step
                 if self.partition != "coordinate":  # a missing gradient counts as zero: N is the whole block
