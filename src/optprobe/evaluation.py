@@ -13,7 +13,6 @@ Every extra pass optprobe makes goes through :class:`Evaluator`. It evaluates
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -312,8 +311,7 @@ def stream_leaf_grads(
     if order is not None and sorted(order) != sorted(leaves):
         raise ValueError("order must name every leaf exactly once")
     pending = dict.fromkeys(leaves if order is None else order)  # not yet handed over, in hand-over order
-    turns = deque(pending) if order is not None else None  # with ``order``: whose turn comes next
-    held: dict[str, Tensor] = {}  # with ``order``: gradients made before their turn
+    held: dict[str, Tensor] = {}  # with ``order``: gradients made before their turn (the first pending)
 
     def hand_over(name: str, grad: Tensor) -> None:
         del pending[name]
@@ -321,12 +319,11 @@ def stream_leaf_grads(
 
     def arrived(name: str, leaf: Tensor) -> None:
         grad, leaf.grad = leaf.grad, None
-        if turns is None:
+        if order is None:
             hand_over(name, grad)
             return
         held[name] = grad
-        while turns and turns[0] in held:
-            turn = turns.popleft()
+        while pending and (turn := next(iter(pending))) in held:
             hand_over(turn, held.pop(turn))
 
     hooks = [

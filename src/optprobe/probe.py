@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 import math
 import numbers
 import os
@@ -57,7 +56,7 @@ from optprobe.metrics.norms import Norms
 from optprobe.metrics.smoothness import Smoothness
 from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
 from optprobe.reference import load_reference
-from optprobe.runinfo import update_run_info
+from optprobe.runinfo import as_stored, update_run_info
 from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
@@ -307,9 +306,10 @@ class Probe:
             )
         pending, self._pending = self._pending, None
         t = self.step
+        row = None
         if self._due(t):
             self._unscale_gradients()
-        row = self._measure_step(t, pending, loss) if self._due(t) else None
+            row = self._measure_step(t, pending, loss)
         trajectory_next = self.metrics and (t + 1) % self.config.every == 0
         if trajectory_next and self.needs.uses_prev:
             self._snapshot_prev()
@@ -594,7 +594,7 @@ class Probe:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
         ours = {"config": asdict(self.config), "reference": self.reference is not None, "names": self.names}
         for what, value in ((what, state.get(what)) for what in ours):
-            if value is not None and _as_saved(value) != _as_saved(ours[what]):
+            if value is not None and as_stored(value) != as_stored(ours[what]):
                 raise OptprobeError(
                     f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
                     "build the Probe with the same config, reference and model as the saved run"
@@ -628,11 +628,6 @@ def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
     value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
     all_reduce_([value], mean=True)
     return float(value)
-
-
-def _as_saved(value: Any) -> Any:
-    """``value`` as a checkpoint round trip gives it back (tuples become lists)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def _count_rows(run_dir: Path) -> int | None:

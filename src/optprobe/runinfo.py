@@ -34,6 +34,12 @@ def environment() -> dict[str, Any]:
     }
 
 
+def as_stored(value: Any) -> Any:
+    """``value`` as run.json (or a checkpoint's JSON-like config) gives it back: tuples become lists,
+    other objects their ``str``; compare settings in this form."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
     text = json.dumps(data, indent=2, default=str, allow_nan=True)

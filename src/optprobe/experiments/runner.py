@@ -33,7 +33,7 @@ from optprobe.experiments.tasks import Task, build_task
 from optprobe.files import write_atomic
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe, ProbeConfig
-from optprobe.runinfo import read_run_info
+from optprobe.runinfo import as_stored, read_run_info
 
 CHECKPOINT = "checkpoint.pt"
 EVAL_CHUNK = 1024
@@ -185,8 +185,7 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
     """Refuse to skip or resume a run directory that was made with another configuration."""
     if recorded is None:
         return
-    recorded = json.loads(json.dumps(recorded, default=str))  # compare as run.json stores values
-    wanted = json.loads(json.dumps(wanted, default=str))
+    recorded, wanted = as_stored(recorded), as_stored(wanted)
     changed = [
         f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
         for key in wanted

@@ -9,6 +9,14 @@ from typing import Any
 LOGGED = ("inst_gap_prev", "inst_smooth_prev", "update_corr", "grad_norm", "full_loss", "sharpness")
 
 
+class Window(list):
+    """A Probe batch that is one optimizer step's micro-batches, as a trainer fills it up before end_step.
+
+    The integrations' loss closures tell it apart from an evaluation or curvature batch, which is one
+    batch evaluated by one unscaled forward.
+    """
+
+
 def trainer_scalars(row: dict[str, Any]) -> dict[str, float]:
     """``{"optprobe/<metric>": value}`` for the finite LOGGED metrics of a Probe row."""
     return {

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from optprobe.errors import OptprobeError
-from optprobe.integrations import trainer_scalars
+from optprobe.integrations import Window, trainer_scalars
 from optprobe.probe import Probe, ProbeConfig
 
 
@@ -59,10 +59,6 @@ def attach(trainer: Any, config: ProbeConfig | None = None, log_every: int = 1, 
     return callback.probe
 
 
-class _Window(list):
-    """The Probe's batch for one optimizer step: the inputs of its micro-batches."""
-
-
 @functools.cache
 def _callback_class() -> type:
     """The TrainerCallback subclass, defined on first use so that importing optprobe needs no transformers."""
@@ -73,7 +69,7 @@ def _callback_class() -> type:
         def __init__(self, trainer: Any, config: ProbeConfig | None, log_every: int, kwargs: dict) -> None:
             self.trainer = trainer
             self.log_every = log_every
-            self.batches = _Window()
+            self.batches = Window()
             self.num_items: Any = None
             self.measured = False
             self.probe = Probe(
@@ -82,7 +78,7 @@ def _callback_class() -> type:
 
         def _loss(self, model: Any, batches: Any) -> torch.Tensor:
             trainer = self.trainer
-            if not isinstance(batches, _Window):  # an evaluation or curvature batch: one unscaled forward
+            if not isinstance(batches, Window):  # an evaluation or curvature batch: one unscaled forward
                 with trainer.compute_loss_context_manager():
                     return trainer.compute_loss(model, copy.copy(batches))
             total = 0.0
@@ -121,7 +117,7 @@ def _callback_class() -> type:
             if self.probe.optimizer is None:
                 self.probe.optimizer = self.trainer.optimizer
             row = self.probe.end_step(None)
-            self.batches = _Window()
+            self.batches = Window()
             if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
                 scalars = trainer_scalars(row)
                 if scalars:

@@ -22,7 +22,7 @@ import torch
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import RngState
-from optprobe.integrations import trainer_scalars
+from optprobe.integrations import Window, trainer_scalars
 from optprobe.probe import Probe, ProbeConfig
 
 
@@ -53,10 +53,6 @@ def _muted_logging(module: Any) -> Iterator[None]:
         module.log, module.log_dict = log, log_dict
 
 
-class _Window(list):
-    """The Probe's batch for one optimizer step: the window's (micro-batch, batch_idx, RNG state) triples."""
-
-
 def _replaying(batches: list[tuple[Any, int, RngState | None]]) -> bool:
     """Whether this pass replays the step's random numbers: the Evaluator has just rewound the RNG to the
     state captured before the window's first forward (not in seeded periodic passes, nor without replay)."""
@@ -72,11 +68,11 @@ def _callback_class() -> type:
         def __init__(self, config: ProbeConfig | None, loss_fn: Callable | None, kwargs: dict) -> None:
             self.config, self.user_loss, self.kwargs = config, loss_fn, kwargs
             self.probe: Probe | None = None
-            self.batches = _Window()
+            self.batches = Window()
             self.trainer: Any = None
 
         def _loss(self, model: Any, batches: Any) -> torch.Tensor:
-            if not isinstance(batches, _Window):  # an evaluation or curvature batch: one forward, unscaled
+            if not isinstance(batches, Window):  # an evaluation or curvature batch: one forward, unscaled
                 batches = [(batches, 0, None)]
                 scale = 1
             else:
@@ -111,7 +107,7 @@ def _callback_class() -> type:
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             row = self.probe.end_step(None)
-            self.batches = _Window()
+            self.batches = Window()
             if row is not None:
                 scalars = trainer_scalars(row)
                 if scalars:
