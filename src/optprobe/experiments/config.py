@@ -87,12 +87,19 @@ class RunConfig:
 
 @dataclass
 class ExperimentConfig:
-    """A named experiment: what it tests, the finding it reproduces, and the runs it compares."""
+    """A named experiment: what it tests, the finding it reproduces, and the runs it compares.
+
+    ``criterion`` holds the keyword arguments of the finding test (``optprobe.findings.<finding_test or
+    name>.test``); ``seeds`` is how many seeds each run is repeated with (``seed``, ``seed + 1``, …).
+    """
 
     name: str
     order: int = 99
     title: str = ""
     finding: str = ""
+    criterion: dict[str, Any] = field(default_factory=dict)
+    finding_test: str = ""
+    seeds: int = 1
     minutes: float = 1.0
     defaults: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)

@@ -83,6 +83,8 @@ def run_one(
         run_info={
             "experiment": experiment.name,
             "finding": experiment.finding,
+            "criterion": experiment.criterion,
+            "finding_test": experiment.finding_test or experiment.name,
             "label": run.label,
             "task": run.task,
             "optimizer": run.optimizer,
