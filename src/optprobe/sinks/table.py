@@ -1,6 +1,8 @@
 """The default sink: a crash-safe row log in the run directory, and a reader for it.
 
-Rows are appended to ``metrics.jsonl``, one JSON object per line, flushed after every row, so a run
+Rows are appended to ``metrics.jsonl``, one strict JSON object per line (a value that is not finite —
+NaN for "not defined at this step", or ±inf — is written as ``null`` and read back as NaN), flushed
+after every row, so a run
 killed at any moment leaves every completed row readable; a half-written last line is ignored by
 :func:`read_table`. ``close`` also writes ``metrics.parquet`` (pyarrow installed) or ``metrics.csv``,
 atomically. Resuming truncates the log to the rows the checkpoint had written, so a resumed run
@@ -36,7 +38,7 @@ class TableSink:
         self._file = self.path.open("a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, allow_nan=True) + "\n")
+        self._file.write(_line(row))
         self._file.flush()
 
     def close(self) -> None:
@@ -53,7 +55,9 @@ def read_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(run_dir) / LOG_NAME
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} an optprobe run directory?")
-    return pd.DataFrame(_complete_rows(path))
+    table = pd.DataFrame(_complete_rows(path))
+    never_set = [c for c in table.columns if table[c].isna().all() and table[c].dtype == object]
+    return table.astype(dict.fromkeys(never_set, float))
 
 
 def write_columnar(table: pd.DataFrame, run_dir: Path) -> Path:
@@ -84,13 +88,18 @@ def _truncate(path: Path, keep_rows: int) -> None:
             f"{path} holds {len(rows)} complete rows but the checkpoint expects {keep_rows}: "
             "the run directory does not belong to this checkpoint"
         )
-    text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows[:keep_rows])
+    text = "".join(_line(r) for r in rows[:keep_rows])
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _line(row: dict[str, Any]) -> str:
+    return json.dumps({k: _jsonable(v) for k, v in row.items()}, allow_nan=False) + "\n"
+
+
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return value  # json writes NaN/Infinity, and reads them back
+    """A plain Python scalar; None for a non-finite number (NaN or ±inf), which JSON cannot hold."""
     if hasattr(value, "item"):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
