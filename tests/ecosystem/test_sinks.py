@@ -74,6 +74,27 @@ def test_mlflow_sink_round_trip(tmp_path, monkeypatch):
     assert sorted(m.step for m in history) == sorted(table.dropna(subset=["grad_norm"])["step"])
 
 
+def test_mlflow_sink_works_with_the_readme_defaults(tmp_path, monkeypatch):
+    """The README's ``MLflowSink(run_name=...)`` with no URI and no environment: MLflow's own default store
+    (sqlite ``mlflow.db`` in the working directory), which needs what the ``trackers`` extra installs."""
+    pytest.importorskip("mlflow", reason="optional extra: pip install mlflow-skinny")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from optprobe.sinks import MLflowSink
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_REGISTRY_URI",
+                "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(None)  # a fresh process: forget what earlier tests of this one set
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    sink = MLflowSink(run_name="probe")
+    table = _probed_run(tmp_path, sink)
+    history = MlflowClient().get_metric_history(sink.run.info.run_id, "optprobe/norms/grad_norm")
+    assert sorted(m.step for m in history) == sorted(table.dropna(subset=["grad_norm"])["step"])
+
+
 def test_wandb_sink_logs_one_dict_per_step_with_monotone_steps(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="optional extra: pip install wandb")
     from optprobe.sinks import WandbSink
