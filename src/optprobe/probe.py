@@ -579,6 +579,7 @@ class Probe:
             "config": asdict(self.config),
             "reference": self.reference is not None,
             "names": list(self.names),
+            "shapes": [list(p.shape) for p in self.params.values()],
             "step": self.step,
             "epoch": self.epoch,
             "rows_written": self.rows_written,
@@ -599,6 +600,7 @@ class Probe:
                     f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
                     "build the Probe with the same config, reference and model as the saved run"
                 )
+        _check_shapes(state, self.params)
         if len(state["metrics"]) != len(self.metrics):
             raise OptprobeError(
                 f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
@@ -619,6 +621,22 @@ class Probe:
             self._table.close()
             self._table = None
         self._keep_rows = self.rows_written
+
+
+def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
+    """Refuse a checkpoint whose parameters had other shapes (older checkpoints: those of their x_{t−1})."""
+    if state.get("shapes") is not None:
+        saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
+        ours = {name: tuple(p.shape) for name, p in params.items()}
+    else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
+        saved = {name: tuple(v.shape) for name, v in (state.get("prev") or {}).items()}
+        ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
+    for name, shape in saved.items():
+        if name in ours and shape != ours[name]:
+            raise OptprobeError(
+                f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
+                f"shape {ours[name]}: resume into the model the run was saved from"
+            )
 
 
 def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
