@@ -70,7 +70,9 @@ class ProbeConfig:
 
     metrics: trajectory metric families to compute (any of ``FAMILIES``; ``("convexity",)`` is the
         cheap "gaps only" set: one extra forward per measured step).
-    every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …).
+    every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …). Each measured
+        step is still one step (Δ_t = x_t − x_{t−1}); the cumulative sums (``cum_*``), windows and EMAs
+        run over the measured steps only, so with every = k ``cum_update_corr`` sums one step in k.
     betas: EMA coefficients of ``exp_gap`` and ``exp_smooth``.
     window: "epoch" (avg/max/EMA restart at each ``end_epoch``) or "none" (one window for the run).
     per_layer: also write per-layer columns ``<metric>/<layer>`` beside the global values.

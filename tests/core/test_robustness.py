@@ -140,6 +140,11 @@ def test_every_k_measures_only_those_steps_against_the_step_before(spd_quadratic
     assert list(t.index) == [0, 5, 10]
     delta = xs[10] - xs[9]
     assert t.loc[10, "inst_gap_prev"] == pytest.approx(float(-0.5 * delta @ model.a @ delta), rel=1e-9)
+    # the cumulative sum adds the measured steps only: ⟨g_5, x_5 − x_4⟩ + ⟨g_10, x_10 − x_9⟩, not steps 1–9
+    measured = sum(float((model.a @ xs[s] + model.b) @ (xs[s] - xs[s - 1])) for s in (5, 10))
+    every_step = sum(float((model.a @ xs[s] + model.b) @ (xs[s] - xs[s - 1])) for s in range(1, 11))
+    assert t.loc[10, "cum_update_corr"] == pytest.approx(measured, rel=1e-9)
+    assert abs(measured - every_step) > 1e-3 * abs(every_step)
 
 
 def test_random_scaling_correlation_divides_by_the_scale(spd_quadratic, tmp_path):
