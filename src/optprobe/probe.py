@@ -134,8 +134,9 @@ class Probe:
         model: the trained module (never copied, never switched between train and eval silently).
         loss_fn: ``loss_fn(model, batch) -> scalar Tensor``, the training objective without weight decay.
         config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
-        optimizer: the optimizer, read for the learning rate and, under random scaling, ``last_scale``
-            and ``last_weight``.
+        optimizer: the optimizer, read at every step (never copied) for the learning rate of its first
+            group and, under random scaling, ``last_scale`` and ``last_weight`` (also found inside a
+            wrapper that keeps the optimizer as ``.optimizer``, as accelerate's does).
         reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
         eval_loader: batches that define F for the full-batch metrics, each weighted by its number of
             examples: the leading dimension of its first tensor (put a batch-first tensor first).
@@ -375,7 +376,7 @@ class Probe:
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            row["scale"] = float(getattr(self.optimizer, "last_scale", 1.0))
+            row["scale"] = float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0))
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self.metrics and t % self.config.every == 0:
@@ -420,8 +421,8 @@ class Probe:
             loss=loss,
             prev_loss=prev_loss,
             ref_loss=ref_loss,
-            scale=float(getattr(self.optimizer, "last_scale", 1.0)),
-            scale_weight=float(getattr(self.optimizer, "last_weight", 1.0)),
+            scale=float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0)),
+            scale_weight=float(getattr(_random_scaling(self.optimizer), "last_weight", 1.0)),
             dots=data_dots,
             l1=l1,
             linf=linf,
@@ -623,6 +624,16 @@ class Probe:
             self._table.close()
             self._table = None
         self._keep_rows = self.rows_written
+
+
+def _random_scaling(optimizer: Any) -> Any:
+    """The optimizer reporting ``last_scale`` (random scaling) inside wrappers that keep theirs as
+    ``.optimizer`` (accelerate's, under a Trainer), or None; RandomScaling itself is found first."""
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if optimizer is None or hasattr(optimizer, "last_scale"):
+            return optimizer
+        optimizer = getattr(optimizer, "optimizer", None)
+    return None
 
 
 def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
