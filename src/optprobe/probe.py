@@ -70,7 +70,9 @@ class ProbeConfig:
 
     metrics: trajectory metric families to compute (any of ``FAMILIES``; ``("convexity",)`` is the
         cheap "gaps only" set: one extra forward per measured step).
-    every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …).
+    every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …). Each measured
+        step is still one step (Δ_t = x_t − x_{t−1}); the cumulative sums (``cum_*``), windows and EMAs
+        run over the measured steps only, so with every = k ``cum_update_corr`` sums one step in k.
     betas: EMA coefficients of ``exp_gap`` and ``exp_smooth``.
     window: "epoch" (avg/max/EMA restart at each ``end_epoch``) or "none" (one window for the run).
     per_layer: also write per-layer columns ``<metric>/<layer>`` beside the global values.
@@ -132,8 +134,9 @@ class Probe:
         model: the trained module (never copied, never switched between train and eval silently).
         loss_fn: ``loss_fn(model, batch) -> scalar Tensor``, the training objective without weight decay.
         config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
-        optimizer: the optimizer, read for the learning rate and, under random scaling, ``last_scale``
-            and ``last_weight``.
+        optimizer: the optimizer, read at every step (never copied) for the learning rate of its first
+            group and, under random scaling, ``last_scale`` and ``last_weight`` (also found inside a
+            wrapper that keeps the optimizer as ``.optimizer``, as accelerate's does).
         reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
         eval_loader: batches that define F for the full-batch metrics, each weighted by its number of
             examples: the leading dimension of its first tensor (put a batch-first tensor first).
@@ -373,7 +376,7 @@ class Probe:
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            row["scale"] = float(getattr(self.optimizer, "last_scale", 1.0))
+            row["scale"] = float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0))
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self.metrics and t % self.config.every == 0:
@@ -418,8 +421,8 @@ class Probe:
             loss=loss,
             prev_loss=prev_loss,
             ref_loss=ref_loss,
-            scale=float(getattr(self.optimizer, "last_scale", 1.0)),
-            scale_weight=float(getattr(self.optimizer, "last_weight", 1.0)),
+            scale=float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0)),
+            scale_weight=float(getattr(_random_scaling(self.optimizer), "last_weight", 1.0)),
             dots=data_dots,
             l1=l1,
             linf=linf,
@@ -579,6 +582,7 @@ class Probe:
             "config": asdict(self.config),
             "reference": self.reference is not None,
             "names": list(self.names),
+            "shapes": [list(p.shape) for p in self.params.values()],
             "step": self.step,
             "epoch": self.epoch,
             "rows_written": self.rows_written,
@@ -599,6 +603,7 @@ class Probe:
                     f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
                     "build the Probe with the same config, reference and model as the saved run"
                 )
+        _check_shapes(state, self.params)
         if len(state["metrics"]) != len(self.metrics):
             raise OptprobeError(
                 f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
@@ -619,6 +624,32 @@ class Probe:
             self._table.close()
             self._table = None
         self._keep_rows = self.rows_written
+
+
+def _random_scaling(optimizer: Any) -> Any:
+    """The optimizer reporting ``last_scale`` (random scaling) inside wrappers that keep theirs as
+    ``.optimizer`` (accelerate's, under a Trainer), or None; RandomScaling itself is found first."""
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if optimizer is None or hasattr(optimizer, "last_scale"):
+            return optimizer
+        optimizer = getattr(optimizer, "optimizer", None)
+    return None
+
+
+def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
+    """Refuse a checkpoint whose parameters had other shapes (older checkpoints: those of their x_{t−1})."""
+    if state.get("shapes") is not None:
+        saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
+        ours = {name: tuple(p.shape) for name, p in params.items()}
+    else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
+        saved = {name: tuple(v.shape) for name, v in (state.get("prev") or {}).items()}
+        ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
+    for name, shape in saved.items():
+        if name in ours and shape != ours[name]:
+            raise OptprobeError(
+                f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
+                f"shape {ours[name]}: resume into the model the run was saved from"
+            )
 
 
 def _rank_mean(loss: Tensor | float, device: torch.device) -> float:

@@ -143,3 +143,23 @@ def test_batch_device_check_looks_at_every_tensor():
     with pytest.raises(OptprobeError, match="move the batch"):
         probe.begin_step({"x": torch.empty(4, 3, device="meta"), "y": torch.empty(4, device="meta")})
     probe.begin_step({"lengths": torch.empty(4, device="meta"), "x": torch.randn(4, 3)})
+
+
+@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+def test_resuming_into_a_model_with_other_parameter_shapes_is_refused(saved_by):
+    """Same names, other shapes: the first mismatching parameter and both shapes, in one line."""
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, mse_loss, optimizer=opt, out_dir=None, sinks=[])
+    _step(model, probe, opt, _batch())
+    _step(model, probe, opt, _batch())
+    state = probe.state_dict()
+    if saved_by == "an older version":
+        del state["shapes"]  # then the saved x_{t−1} says what the shapes were
+    other = Probe(nn.Linear(3, 2), mse_loss, out_dir=None, sinks=[])
+    with pytest.raises(OptprobeError, match=r"^[^\n]*'weight'[^\n]*\(1, 3\)[^\n]*\(2, 3\)[^\n]*$"):
+        other.load_state_dict(state)
+    assert other.step == 0  # refused before anything was restored
+    same = Probe(nn.Linear(3, 1), mse_loss, out_dir=None, sinks=[])
+    same.load_state_dict(state)
+    assert same.step == probe.step

@@ -140,6 +140,11 @@ def test_every_k_measures_only_those_steps_against_the_step_before(spd_quadratic
     assert list(t.index) == [0, 5, 10]
     delta = xs[10] - xs[9]
     assert t.loc[10, "inst_gap_prev"] == pytest.approx(float(-0.5 * delta @ model.a @ delta), rel=1e-9)
+    # the cumulative sum adds the measured steps only: ⟨g_5, x_5 − x_4⟩ + ⟨g_10, x_10 − x_9⟩, not steps 1–9
+    measured = sum(float((model.a @ xs[s] + model.b) @ (xs[s] - xs[s - 1])) for s in (5, 10))
+    every_step = sum(float((model.a @ xs[s] + model.b) @ (xs[s] - xs[s - 1])) for s in range(1, 11))
+    assert t.loc[10, "cum_update_corr"] == pytest.approx(measured, rel=1e-9)
+    assert abs(measured - every_step) > 1e-3 * abs(every_step)
 
 
 def test_random_scaling_correlation_divides_by_the_scale(spd_quadratic, tmp_path):
@@ -153,6 +158,46 @@ def test_random_scaling_correlation_divides_by_the_scale(spd_quadratic, tmp_path
     t = probe.table().iloc[1:]
     np.testing.assert_allclose(t["update_corr_rs"], t["update_corr"] * 0.75 / 2.5, rtol=1e-14)
     assert (t["scale"] == 2.5).all()
+
+
+class _Delegating(torch.optim.Optimizer):
+    """Accelerate's AcceleratedOptimizer in miniature: ``.optimizer`` inside, param_groups delegated."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    param_groups = property(lambda self: self.optimizer.param_groups)
+    state = property(lambda self: self.optimizer.state)
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none)
+
+
+def test_random_scaling_behind_a_delegating_wrapper_is_read_through_it(spd_quadratic, tmp_path):
+    """A Trainer wraps the optimizer (accelerate): the scale must still be s_t, not a default 1."""
+    from optprobe.optim import RandomScaling
+
+    model = spd_quadratic
+    rs = RandomScaling(torch.optim.SGD(model.parameters(), lr=0.05), seed=4)
+    opt = _Delegating(rs)
+    probe = Probe(model, quadratic_loss, optimizer=opt, out_dir=tmp_path)
+    scales = []
+    for _ in range(4):
+        probe.begin_step(None)
+        opt.zero_grad()
+        loss = quadratic_loss(model, None)
+        loss.backward()
+        probe.end_step(loss)
+        opt.step()
+        scales.append(rs.last_scale)
+    t = probe.table().query("event == 'step'")
+    np.testing.assert_array_equal(t["scale"].iloc[1:], scales[:-1])  # row t: the s of the step to x_t
+    assert all(s != 1.0 for s in scales)
+    np.testing.assert_allclose(t["update_corr_rs"].iloc[1:], t["update_corr"].iloc[1:] / t["scale"].iloc[1:],
+                               rtol=1e-14)  # fmt: skip
 
 
 def test_per_layer_columns_add_up_to_the_global_values(tmp_path):

@@ -150,3 +150,20 @@ def test_full_batch_metrics_run_on_plain_evaluation_batches(tmp_path):
     trainer.train()
     steps = probe.table().query("event == 'step'")
     assert steps["full_loss"].iloc[0] == pytest.approx(initial, rel=1e-5)  # F at x_0
+
+
+def test_a_model_init_trainer_is_refused_rather_than_probing_a_stale_model(tmp_path):
+    """model_init builds a new model in every train(): the Probe would measure the one attach() saw."""
+    from optprobe.errors import OptprobeError
+
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, max_steps=2, report_to=[],
+        use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(
+        model_init=lambda: transformers.GPT2LMHeadModel(config), args=args, train_dataset=_Tokens()
+    )
+    attach(trainer, out_dir=tmp_path / "probe")
+    with pytest.raises(OptprobeError, match="model_init"):
+        trainer.train()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -244,6 +245,48 @@ def test_random_scaling_works_with_lr_schedulers():
     opt.step()
     sched.step()
     assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_random_scaling_after_load_state_dict_the_schedule_sets_the_lr_the_inner_optimizer_uses():
+    """A resume: the inner load_state_dict replaces its param_groups and state; a scheduler on the wrapper
+    and a reader of the wrapper (the Probe's lr column) must still see the inner optimizer's live ones."""
+    saved = RandomScaling(torch.optim.SGD(_params(), lr=0.1, momentum=0.9), seed=2)
+    torch.optim.lr_scheduler.StepLR(saved, step_size=1, gamma=0.5)
+    for p, g in zip(saved.param_groups[0]["params"], _grads(0), strict=True):
+        p.grad = g.clone()
+    saved.step()
+    opt = RandomScaling(torch.optim.SGD(_params(), lr=0.1, momentum=0.9), seed=2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.load_state_dict(saved.state_dict())
+    for p, g in zip(opt.param_groups[0]["params"], _grads(1), strict=True):
+        p.grad = g.clone()
+    opt.step()
+    sched.step()
+    assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups is opt.optimizer.param_groups and opt.state is opt.optimizer.state
+    assert opt.defaults is opt.optimizer.defaults
+    # the momentum buffer the inner step wrote is the one the wrapper's state shows: 0.9 g_0 + g_1
+    buffer = opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"]
+    torch.testing.assert_close(buffer, 0.9 * _grads(0)[0] + _grads(1)[0], rtol=1e-15, atol=0)
+
+
+def test_random_scaling_hooks_registered_on_the_wrapper_run_after_a_load_state_dict():
+    opt = RandomScaling(torch.optim.SGD(_params(), lr=0.1), seed=2)
+    calls = []
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("step"))
+    opt.register_load_state_dict_post_hook(lambda o: calls.append("load"))
+    opt.load_state_dict(opt.state_dict())
+    for p, g in zip(opt.param_groups[0]["params"], _grads(0), strict=True):
+        p.grad = g.clone()
+    opt.step()
+    assert calls == ["load", "step"]
+
+
+def test_random_scaling_survives_a_deepcopy():
+    opt = RandomScaling(torch.optim.SGD(_params(), lr=0.1, momentum=0.9), seed=5)
+    twin = copy.deepcopy(opt)
+    assert twin.param_groups is twin.optimizer.param_groups and twin.param_groups[0]["lr"] == 0.1
+    assert twin.draw() == opt.draw()
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

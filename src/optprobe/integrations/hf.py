@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from optprobe.distributed import unwrap
 from optprobe.errors import OptprobeError
 from optprobe.integrations import Window, trainer_scalars
 from optprobe.probe import Probe, ProbeConfig
@@ -122,6 +123,13 @@ def _callback_class() -> type:
                 scalars = trainer_scalars(row)
                 if scalars:
                     self.trainer.log(scalars)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if unwrap(self.trainer.model) is not self.probe.model:
+                raise OptprobeError(
+                    "the Trainer trains another model than the one attach() saw (model_init builds a new "
+                    "one in every train()): give the Trainer model=..., not model_init, to probe it"
+                )
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.measure()  # without clipping, the gradient is first complete here

@@ -4,6 +4,10 @@ update_corr = ⟨g_t, Δ_t⟩ is unbiased for ⟨∇F(x_t), Δ_t⟩ because Δ_t
 update_corr_rs = w_t ⟨g_t, Δ_t / s_t⟩ for a random-scaling step x_t = x_{t−1} + s_t u_t (w_t its
 importance weight, 1 for s_t ~ Exp(1)); its cumulative sum tracks the cumulative
 loss_diff = ℓ(x_t, z_t) − ℓ(x_{t−1}, z_t).
+
+The cumulative sums add the measured steps only: with ``ProbeConfig(every=k)`` they are
+Σ_{t ∈ {0, k, 2k, …}}, one step in k (each still the one-step Δ_t = x_t − x_{t−1}), not the sum over the
+steps between. Both sides of the random-scaling comparison skip the same steps, so they stay comparable.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from optprobe.metrics.base import Needs, StepData, TrajectoryMetric, safe_ratio
 
 
 class UpdateCorrelation(TrajectoryMetric):
-    """update_corr, update_corr_rs, loss_diff and their cumulative sums over measured steps."""
+    """update_corr, update_corr_rs, loss_diff and their cumulative sums Σ over measured steps only."""
 
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer

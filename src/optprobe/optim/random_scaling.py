@@ -18,6 +18,13 @@ from optprobe.errors import OptprobeError
 DISTRIBUTIONS = ("exponential", "uniform")
 
 
+def _inner(name: str) -> Any:
+    """A property that reads and writes the attribute ``name`` of the wrapped ``self.optimizer``."""
+    return property(
+        lambda self: getattr(self.optimizer, name), lambda self, value: setattr(self.optimizer, name, value)
+    )
+
+
 class RandomScaling(torch.optim.Optimizer):
     """Wraps ``optimizer``: its step proposes u_t = x' − x_{t−1}; the parameters become x_{t−1} + s_t u_t.
 
@@ -39,16 +46,26 @@ class RandomScaling(torch.optim.Optimizer):
         self.generator = torch.Generator().manual_seed(seed)
         self.last_scale = 1.0
         self.last_weight = 1.0
-        # share, not copy: schedulers and the Probe read and write these through the wrapper
-        self.param_groups = optimizer.param_groups
-        self.state = optimizer.state
-        self.defaults = optimizer.defaults
-        self._optimizer_step_pre_hooks = optimizer._optimizer_step_pre_hooks
-        self._optimizer_step_post_hooks = optimizer._optimizer_step_post_hooks
-        self._optimizer_state_dict_pre_hooks = optimizer._optimizer_state_dict_pre_hooks
-        self._optimizer_state_dict_post_hooks = optimizer._optimizer_state_dict_post_hooks
-        self._optimizer_load_state_dict_pre_hooks = optimizer._optimizer_load_state_dict_pre_hooks
-        self._optimizer_load_state_dict_post_hooks = optimizer._optimizer_load_state_dict_post_hooks
+
+    # Delegated, never copied: the inner load_state_dict replaces its param_groups and state objects, so a
+    # reference taken once would leave schedulers and the Probe writing and reading a stale list after a
+    # resume. Hooks registered on the wrapper live with the inner optimizer, whose step runs them.
+    param_groups = _inner("param_groups")
+    state = _inner("state")
+    defaults = _inner("defaults")
+    _optimizer_step_pre_hooks = _inner("_optimizer_step_pre_hooks")
+    _optimizer_step_post_hooks = _inner("_optimizer_step_post_hooks")
+    _optimizer_state_dict_pre_hooks = _inner("_optimizer_state_dict_pre_hooks")
+    _optimizer_state_dict_post_hooks = _inner("_optimizer_state_dict_post_hooks")
+    _optimizer_load_state_dict_pre_hooks = _inner("_optimizer_load_state_dict_pre_hooks")
+    _optimizer_load_state_dict_post_hooks = _inner("_optimizer_load_state_dict_post_hooks")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim.Optimizer's pickles only defaults/state/param_groups, which here belong to the inner one
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def draw(self) -> tuple[float, float]:
         """(s, w): a scale and its importance weight."""
