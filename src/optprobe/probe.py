@@ -77,8 +77,10 @@ class ProbeConfig:
     full_batch_every: full-batch metrics every k steps (0: never on steps); needs ``eval_loader``. A step
         at the point an epoch end has just measured (the same x) is not measured again.
     full_batch_at_epoch_end: full-batch metrics at each ``end_epoch`` (when ``eval_loader`` is given).
-    seed: seed of the randomness (dropout) inside full-batch and periodic passes.
-    eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards).
+    seed: seed of the randomness (dropout) inside full-batch passes (chunk c of F draws after
+        ``torch.manual_seed(chunk_seed(seed, c))``) and periodic passes (after ``torch.manual_seed(seed)``).
+    eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards); each point
+        then uses its own buffers: x_t the model's current ones, x* the reference's.
     replay_rng: replay the training step's RNG state at x_{t−1} and x*, so dropout masks match.
     """
 
@@ -134,7 +136,8 @@ class Probe:
         config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
         optimizer: the optimizer, read for the learning rate and, under random scaling, ``last_scale``
             and ``last_weight``.
-        reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
+        reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics. Passes
+            at x* use the buffers it holds (BatchNorm statistics); see :mod:`optprobe.reference`.
         eval_loader: batches that define F for the full-batch metrics, each weighted by its number of
             examples: the leading dimension of its first tensor (put a batch-first tensor first).
         periodic: periodic metrics (curvature), run on ``periodic_batch`` (default: the first
