@@ -23,15 +23,16 @@ def _quiet():
         yield
 
 
+def gpt_loss(model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+    x, y = batch
+    return torch.nn.functional.cross_entropy(model(x).reshape(-1, 11), y.reshape(-1))
+
+
 def tiny_gpt() -> Case:
     torch.manual_seed(0)
     model = GPT(vocab_size=11, block_size=5, n_layer=2, n_head=2, n_embd=4, math_attention=True).double()
-
-    def loss(m: torch.nn.Module, batch: tuple) -> torch.Tensor:
-        x, y = batch
-        return torch.nn.functional.cross_entropy(m(x).reshape(-1, 11), y.reshape(-1))
-
-    return Case("gpt", Evaluator(model, loss), (torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))))
+    batch = (torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5)))
+    return Case("gpt", Evaluator(model, gpt_loss), batch)
 
 
 def test_batched_rows_equal_one_at_a_time_and_exact_on_a_transformer():
@@ -103,3 +104,20 @@ def test_operator_accepts_within_for_double_backward_too():
     v = torch.zeros(op.dim, dtype=torch.float64)
     v[0] = 1.0
     torch.testing.assert_close(op(v, within=("wte.weight",)), case.hessian()[0], rtol=1e-12, atol=1e-14)
+
+
+def test_probe_checkpoint_keeps_which_loss_levels_were_measured():
+    from optprobe.probe import Probe
+
+    case = tiny_gpt()
+    model = case.evaluator.model
+
+    def probe() -> Probe:
+        metric = DiagonalGeometry(every=1, per_layer=2, at_loss=[100.0, 99.0, -1.0])
+        return Probe(model, gpt_loss, periodic=[metric], periodic_batch=case.batch, out_dir=None)
+
+    first = probe()
+    first.periodic[0].passed = 2  # as after crossing 100 and 99
+    again = probe()
+    again.load_state_dict(first.state_dict())
+    assert again.periodic[0].passed == 2 and again.periodic[0].due(3)
