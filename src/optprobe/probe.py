@@ -621,6 +621,7 @@ class Probe:
             "prev": None if self._prev is None else detached_copy(self._prev),
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
+            "periodic": [m.state_dict() for m in self.periodic],
             "full_batch_at": self._full_batch_at,
         }
 
@@ -649,6 +650,8 @@ class Probe:
         self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
+        for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
+            metric.load_state_dict(metric_state)  # checkpoints from before periodic state restore nothing
         self._full_batch_at = state.get("full_batch_at")
         if self._table is not None:
             self._table.close()
