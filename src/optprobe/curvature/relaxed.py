@@ -38,16 +38,19 @@ def relaxed_smoothness(grad_norms: ArrayLike, smoothness: ArrayLike, rtol: float
     g, s = g[keep], s[keep]
     if g.size == 0:
         raise OptprobeError("relaxed_smoothness needs at least one finite (grad norm, smoothness) pair")
+    # solved in units of max g and max s (the program is scale-equivariant): HiGHS rejects a program
+    # with huge coefficients ("Model error"), and a diverging run's gradient norms reach 1e17
+    g_unit, s_unit = (float(np.max(np.abs(x))) or 1.0 for x in (g, s))
     res = linprog(
-        c=[g.size, g.sum()],
-        A_ub=-np.column_stack([np.ones_like(g), g]),
-        b_ub=-s,
+        c=[g.size, (g / g_unit).sum()],
+        A_ub=-np.column_stack([np.ones_like(g), g / g_unit]),
+        b_ub=-s / s_unit,
         bounds=[(0, None), (0, None)],
         method="highs",
     )
     if not res.success:
         raise OptprobeError(f"the envelope linear program failed: {res.message}")
-    l0, l1 = (float(x) for x in res.x)
+    l0, l1 = float(res.x[0]) * s_unit, float(res.x[1]) * s_unit / g_unit
     env = l0 + l1 * g
     near = float(np.mean(s >= (1 - rtol) * env))
     return RelaxedFit(l0, l1, g, s, near)

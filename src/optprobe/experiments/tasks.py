@@ -266,22 +266,34 @@ def quadratic(
     seed: int = 0,
     batch_size: int = 64,
     minimizer: str = "random",
+    init: str = "zeros",
+    precondition: bool = False,
 ) -> Task:
-    """1/2 x^T A x + b^T x, eigenvalues in [1/condition, 1], A diagonal or randomly rotated; x starts at 0;
-    x* random or all ones (``minimizer``, see ``synthetic.make_quadratic``).
+    """1/2 x^T A x + b^T x, eigenvalues in [1/condition, 1], A diagonal or randomly rotated; x* random, all
+    ones or zero (``minimizer``, see ``synthetic.make_quadratic``).
 
-    With noise > 0 a batch averages per-sample linear terms b_i (mean b), giving stochastic gradients.
+    ``init``: x starts at 0 ("zeros") or at x* + N(0, I) drawn from the run's seed ("normal", as in Xie et
+    al. Sec. 4.1), so seeds differ. ``precondition``: Orabona's twin with Hessian diag(A)⁻¹A and the same
+    x*. With noise > 0 a batch averages per-sample linear terms b_i (mean b), giving stochastic gradients.
     """
-    q = synthetic.make_quadratic(dim, condition, rotated, noise, n_samples, seed, minimizer)
-    kind = "rotated" if rotated else "diagonal"
+    if init not in ("zeros", "normal"):
+        raise OptprobeError(f"init must be 'zeros' or 'normal', got {init!r}")
+    q = synthetic.make_quadratic(dim, condition, rotated, noise, n_samples, seed, minimizer, precondition)
+    x_star = q.x_star
+
+    def model() -> nn.Module:
+        start = x_star + torch.randn(dim) if init == "normal" else torch.zeros(dim)
+        return synthetic.QuadraticModel(q.A, start)
+
+    kind = "preconditioned" if precondition else "rotated" if rotated else "diagonal"
     return _task(
-        lambda: synthetic.QuadraticModel(q.A, torch.zeros(dim)),
+        model,
         quadratic_loss,
         q.dataset,
         None,
         batch_size,
         f"{kind} quadratic, dim {dim}, condition {condition:g}",
-        {"x": q.x_star},
+        {"x": x_star},
     )
 
 
@@ -358,9 +370,12 @@ def resnet_digits(
     image_size: int = 8,
     seed: int = 0,
     batch_size: int = 64,
+    loss_scale: float = 1.0,
 ) -> Task:
     """CIFAR-style ResNet (depth 6n+2) on digits, bilinearly upsampled to `image_size` (8 already works:
-    the three stages see 8, 4 and 2 pixels). norm: batch, layer or none (SkipInit residual scalars)."""
+    the three stages see 8, 4 and 2 pixels). norm: batch, layer or none (SkipInit residual scalars).
+    The loss is ``loss_scale`` × cross-entropy (c·F: every gradient times c, the rescaling a scale-free
+    optimizer ignores; a power of two keeps it exact in floating point)."""
     train, eval = load_sklearn("digits", seed=seed, as_images=True)
     if image_size != 8:
         train, eval = (
@@ -368,13 +383,18 @@ def resnet_digits(
             for d in (train, eval)
         )
     resnet_cifar(depth, norm=norm)  # validate depth and norm now rather than at first model_fn call
+
+    def scaled_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+        return loss_scale * cross_entropy_loss(model, batch)
+
     return _task(
         lambda: resnet_cifar(depth, 10, 1, norm, width),
-        cross_entropy_loss,
+        cross_entropy_loss if loss_scale == 1.0 else scaled_loss,
         train,
         eval,
         batch_size,
-        f"ResNet-{depth} (norm={norm}) on {image_size}x{image_size} digits",
+        f"ResNet-{depth} (norm={norm}) on {image_size}x{image_size} digits"
+        + (f", loss × {loss_scale:g}" if loss_scale != 1.0 else ""),
     )
 
 

@@ -84,14 +84,20 @@ def make_quadratic(
     n_samples: int = 64,
     seed: int = 0,
     minimizer: str = "random",
+    precondition: bool = False,
 ) -> Quadratic:
     """Quadratic with eigenvalues geomspace(1, 1/condition) (so L = 1, mu = 1/condition), diagonal A or A
     rotated by a random orthogonal matrix (the diagonal vs rotated comparison of Xie et al., Table 1).
     `noise` is the standard deviation of the per-sample perturbations of b (re-centred to mean exactly b).
     `minimizer`: "random" (b ~ N(0, I)) or "ones" (b = −A·1, so x* = 1: from x_0 = 0 every coordinate is
-    equally far, the setting where sign-like steps exploit a near-diagonal Hessian)."""
-    if minimizer not in ("random", "ones"):
-        raise OptprobeError(f"minimizer must be 'random' or 'ones', got {minimizer!r}")
+    equally far, the setting where sign-like steps exploit a near-diagonal Hessian) or "zero" (b = 0, so
+    x* = 0 and f(x) = ½ xᵀAx is exactly the gap to the optimum, free of float32 cancellation).
+    `precondition`: Orabona's twin f̃_Λ with Hessian ΛA, Λ = diag(A)⁻¹ (the identity for diagonal A) and
+    the same minimizer (b̃ = Λb); a scale-free method runs the same iterates on f and f̃_Λ."""
+    if minimizer not in ("random", "ones", "zero"):
+        raise OptprobeError(f"minimizer must be 'random', 'ones' or 'zero', got {minimizer!r}")
+    if precondition and rotated:
+        raise OptprobeError("precondition needs a diagonal A (Λ·A is a Hessian only when A is diagonal)")
     g = _generator(seed)
     eig = condition ** -torch.linspace(0, 1, dim, dtype=torch.float64)
     A = torch.diag(eig)
@@ -99,7 +105,13 @@ def make_quadratic(
         Q = random_orthogonal(dim, g)
         A = Q @ A @ Q.T
         A = 0.5 * (A + A.T)
-    b = torch.randn(dim, generator=g, dtype=torch.float64) if minimizer == "random" else -A.sum(dim=1)
+    if minimizer == "random":
+        b = torch.randn(dim, generator=g, dtype=torch.float64)
+    else:
+        b = -A.sum(dim=1) if minimizer == "ones" else torch.zeros(dim, dtype=torch.float64)
+    if precondition:
+        scale = 1.0 / torch.diagonal(A)
+        A, b, eig = scale[:, None] * A, scale * b, torch.ones(dim, dtype=torch.float64)
     xi = noise * torch.randn(n_samples, dim, generator=g, dtype=torch.float64)
     b_samples = b + (xi - xi.mean(0))
     return Quadratic(A.float(), b.float(), eig.float(), b_samples.float())
