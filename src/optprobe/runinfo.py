@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -34,15 +35,28 @@ def environment() -> dict[str, Any]:
     }
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts and lists too,
+    so that it serialises as strict JSON (``null``) that every JSON reader accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def as_stored(value: Any) -> Any:
     """``value`` as run.json (or a checkpoint's JSON-like config) gives it back: tuples become lists,
-    other objects their ``str``; compare settings in this form."""
-    return json.loads(json.dumps(value, default=str))
+    non-finite floats None, other objects their ``str``; compare settings in this form."""
+    return json.loads(json.dumps(finite_or_null(value), default=str, allow_nan=False))
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    text = json.dumps(data, indent=2, default=str, allow_nan=True)
+    """Write strict JSON (non-finite numbers as null) through a temporary file and a rename, so a reader
+    never sees half a file."""
+    text = json.dumps(finite_or_null(data), indent=2, default=str, allow_nan=False)
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
