@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,9 +82,12 @@ def test_metric_columns():
         for layer in ("0", "2")
     }
     l11 = HessianL11(n_probes=11, partition="layer").compute(*args)
+    assert math.isnan(l11["hessian_l11_se"])  # one group of probes: no spread to measure
+    assert HessianL11(n_probes=20).compute(*args)["hessian_l11_se"] > 0
     assert set(l11) == {
         "hessian_l11",
         "hessian_l11_per_dim",
+        "hessian_l11_se",
         "blockwise_smoothness/0",
         "blockwise_smoothness/2",
     }

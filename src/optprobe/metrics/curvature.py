@@ -89,7 +89,8 @@ class DiagonalGeometry(_HessianMetric):
 
 
 class HessianL11(_HessianMetric):
-    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``.
+    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
+    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
@@ -109,7 +110,7 @@ class HessianL11(_HessianMetric):
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
         est = hessian_l11(op, self.n_probes, self.seed, max_memory=self.max_memory)
-        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim}
+        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim, "hessian_l11_se": est.se}
         if self.partition is not None:
             blocks = blockwise_smoothness(
                 op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
