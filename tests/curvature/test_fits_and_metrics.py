@@ -72,7 +72,17 @@ def test_metric_columns():
     case = make_case("mlp")
     args = (case.evaluator, case.params, case.batch, 0)
     sharp = Sharpness(every=5, k=2, bottom=True, tol=1e-6).compute(*args)
-    assert set(sharp) == {"sharpness", "sharpness_2", "sharpness_hvps", "sharpness_min", "spectral_norm"}
+    assert set(sharp) == {
+        "sharpness",
+        "sharpness_2",
+        "sharpness_hvps",
+        "sharpness_converged",
+        "sharpness_min",
+        "spectral_norm",
+    }
+    assert sharp["sharpness_converged"] == 1.0
+    capped = Sharpness(tol=1e-14, max_iter=3).compute(*args)
+    assert capped["sharpness_converged"] == 0.0 and capped["sharpness_hvps"] == 3.0
     assert sharp["spectral_norm"] == max(abs(sharp["sharpness"]), abs(sharp["sharpness_min"]))
     assert set(HessianTrace(n_probes=10).compute(*args)) == {"hessian_trace", "hessian_trace_se"}
     geo = DiagonalGeometry(per_layer=4).compute(*args)

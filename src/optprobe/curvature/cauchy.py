@@ -35,8 +35,6 @@ from optprobe.errors import OptprobeError
 
 MAX_MEMORY = 1 << 30
 """Default bound, in bytes, on the memory the exact row medians take (1 GiB)."""
-GROUP_SIZE = 10
-"""Probes per group for the batch-means standard error of ‖H‖₁,₁ (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,8 @@ def _row_estimates(
             f"max_memory = {max_memory} bytes cannot hold the {n_probes} probe values of even one row "
             f"({per_row} bytes); raise max_memory or lower n_probes"
         )
-    groups = torch.arange(n_probes).tensor_split(max(n_probes // GROUP_SIZE, 1))
+    n_groups = max(n_probes // 10, 1)  # for the standard error: groups of 10 to 19 consecutive probes
+    groups = [(g * n_probes // n_groups, (g + 1) * n_probes // n_groups) for g in range(n_groups)]
     medians, totals = [], torch.zeros(len(groups), dtype=torch.float64)
     for block in kept.split(max_memory // per_row):
         block = block.to(op.device)
@@ -98,9 +97,8 @@ def _row_estimates(
         for start, _, hv in probe_products(op, cauchy, n_probes, seed, probes_at_once, support):
             values[:, start : start + hv.shape[0]] = hv[:, block].abs().T
         medians.append(_row_medians(values) / median_bias(n_probes))
-        for g, cols in enumerate(groups):
-            part = values[:, cols.to(op.device)]
-            totals[g] += float(_row_medians(part).sum()) / median_bias(cols.numel())
+        for g, (first, end) in enumerate(groups):
+            totals[g] += float(_row_medians(values[:, first:end]).sum()) / median_bias(end - first)
         del values  # free this pass before the next one allocates its own
     return torch.cat(medians), totals
 

@@ -28,8 +28,10 @@ class _HessianMetric(PeriodicMetric):
 
 
 class Sharpness(_HessianMetric):
-    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``; with ``bottom``,
-    ``sharpness_min`` = λ_min and ``spectral_norm`` = max(|λ_max|, |λ_min|)."""
+    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
+    (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
+    lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
+    max(|λ_max|, |λ_min|)."""
 
     def __init__(
         self,
@@ -48,7 +50,11 @@ class Sharpness(_HessianMetric):
         spec = sharpness(
             self._operator(evaluator, params, batch), self.k, self.bottom, self.tol, self.max_iter, self.seed
         )
-        out = {"sharpness": spec.top[0], "sharpness_hvps": float(spec.n_hvps)}
+        out = {
+            "sharpness": spec.top[0],
+            "sharpness_hvps": float(spec.n_hvps),
+            "sharpness_converged": float(spec.converged),
+        }
         out.update({f"sharpness_{i + 1}": value for i, value in enumerate(spec.top) if i > 0})
         if spec.bottom is not None:
             out.update(sharpness_min=spec.bottom, spectral_norm=spec.spectral_norm)
