@@ -20,10 +20,11 @@ products bypass DDP's hooks, so the operator reduces them itself; every rank the
 and Lanczos, Hutchinson and Cauchy estimators take the same steps and stopping decisions on all ranks
 (each call is a collective: every rank must make the same calls).
 
-Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
-update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
-stacks as well; models with an operation that has no double backward fall back the same way to
-forward-over-reverse for single vectors.
+Models that torch.func cannot trace (e.g. a custom ``autograd.Function`` without ``setup_context``) fall
+back, once per model and with one warning, to double backward for stacks as well; models with an operation
+that has no double backward fall back the same way to forward-over-reverse for single vectors. BatchNorm in
+train mode needs no fallback (torch 2.13): ``vmap`` traces it, and its running-statistics update writes the
+buffer copies that :meth:`Evaluator.loss_at` passes in, never the model's own buffers.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ class _HessianMetric(PeriodicMetric):
 
 
 class Sharpness(_HessianMetric):
-    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``; with ``bottom``,
-    ``sharpness_min`` = λ_min and ``spectral_norm`` = max(|λ_max|, |λ_min|)."""
+    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
+    (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
+    lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
+    max(|λ_max|, |λ_min|)."""
 
     def __init__(
         self,
@@ -51,7 +53,11 @@ class Sharpness(_HessianMetric):
         spec = sharpness(
             self._operator(evaluator, params, batch), self.k, self.bottom, self.tol, self.max_iter, self.seed
         )
-        out = {"sharpness": spec.top[0], "sharpness_hvps": float(spec.n_hvps)}
+        out = {
+            "sharpness": spec.top[0],
+            "sharpness_hvps": float(spec.n_hvps),
+            "sharpness_converged": float(spec.converged),
+        }
         out.update({f"sharpness_{i + 1}": value for i, value in enumerate(spec.top) if i > 0})
         if spec.bottom is not None:
             out.update(sharpness_min=spec.bottom, spectral_norm=spec.spectral_norm)
@@ -126,7 +132,8 @@ class DiagonalGeometry(_HessianMetric):
 
 
 class HessianL11(_HessianMetric):
-    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``.
+    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
+    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
@@ -146,7 +153,7 @@ class HessianL11(_HessianMetric):
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
         est = hessian_l11(op, self.n_probes, self.seed, max_memory=self.max_memory)
-        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim}
+        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim, "hessian_l11_se": est.se}
         if self.partition is not None:
             blocks = blockwise_smoothness(
                 op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
