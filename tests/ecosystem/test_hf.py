@@ -167,3 +167,40 @@ def test_a_model_init_trainer_is_refused_rather_than_probing_a_stale_model(tmp_p
     attach(trainer, out_dir=tmp_path / "probe")
     with pytest.raises(OptprobeError, match="model_init"):
         trainer.train()
+
+
+def test_a_wandb_sink_on_the_trainers_own_wandb_run_keeps_every_value(tmp_path, monkeypatch):
+    """HF's WandbCallback logs to the same run without ``step=``, so W&B's own step runs ahead of the
+    Probe's: the sink's values must still reach the run's history (read back from the offline run file),
+    each with its Probe step under ``optprobe/step``."""
+    pytest.importorskip("wandb", reason="optional extra: pip install wandb")
+    from wandb_files import history, metric_definitions
+
+    from optprobe.sinks import WandbSink
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, max_steps=4, logging_steps=1,
+        report_to=["wandb"], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    sink = WandbSink(project="optprobe-test")  # the run the Trainer's WandbCallback then logs to as well
+    model = transformers.GPT2LMHeadModel(config)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens())
+    probe = attach(trainer, out_dir=tmp_path / "probe", sinks=[sink])
+    trainer.train()  # the Probe closes the sink, which finishes the run it started
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = history(run_file)
+    assert any("train/loss" in r for r in rows), "the Trainer's own values are in the same run"
+    ours = {r["optprobe/step"]: r for r in rows if "optprobe/step" in r}
+    table = probe.table().query("event == 'step'")
+    assert sorted(ours) == list(table["step"]) == [0, 1, 2, 3]
+    for step, gap, norm in table[["step", "inst_gap_prev", "grad_norm"]].itertuples(index=False):
+        assert ours[step]["optprobe/norms/grad_norm"] == pytest.approx(norm, rel=1e-12)
+        if step > 0:
+            assert ours[step]["optprobe/convexity/inst_gap_prev"] == pytest.approx(gap, rel=1e-12)
+    globs = {m.glob_name: m.step_metric for m in metric_definitions(run_file) if m.glob_name}
+    assert globs["optprobe/*"] == "optprobe/step"  # W&B plots the values against the Probe's steps

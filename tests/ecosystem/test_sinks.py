@@ -97,23 +97,20 @@ def test_mlflow_sink_works_with_the_readme_defaults(tmp_path, monkeypatch):
 
 def test_wandb_sink_logs_one_dict_per_step_with_monotone_steps(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="optional extra: pip install wandb")
+    from wandb_files import history
+
     from optprobe.sinks import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     sink = WandbSink(project="optprobe-test")
-    logged = []
-    real_log = sink.run.log
-    monkeypatch.setattr(
-        sink.run, "log", lambda data, step: (logged.append((step, data)), real_log(data, step=step))
-    )
     table = _probed_run(tmp_path, sink)
-    steps = [s for s, _ in logged]
-    assert steps == sorted(set(steps))  # strictly increasing: nothing dropped by W&B
-    merged = dict(logged)
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    steps = [r["optprobe/step"] for r in history(run_file) if "optprobe/step" in r]
+    assert steps == sorted(set(table["step"]))  # one dict per step, the epoch-end rows merged in
+    merged = {r["optprobe/step"]: r for r in history(run_file) if "optprobe/step" in r}
     epoch_end = table[table["event"] == "epoch_end"].iloc[0]
     assert merged[int(epoch_end["step"])]["optprobe/fullbatch/full_loss"] == pytest.approx(
         epoch_end["full_loss"]
     )
-    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "no offline run file written"

@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 NOT_METRICS = frozenset({"step", "epoch", "event"})
+#: the Probe step of a row, as trackers whose own step counter is shared with the trainer log it
+STEP_TAG = "optprobe/step"
 _FAMILIES = (  # first matching prefix wins
     ("convexity", ("inst_gap", "avg_gap", "exp_gap")),
     ("smoothness", ("inst_smooth", "max_smooth", "exp_smooth")),

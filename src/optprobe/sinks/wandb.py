@@ -1,8 +1,11 @@
-"""Weights & Biases sink: one ``wandb.log`` call per step, with a monotone step.
+"""Weights & Biases sink: one ``wandb.log`` call per Probe step, against the Probe's own step metric.
 
-W&B drops a log whose step is lower than the last one, and an epoch-end row carries the same step as
-the next training step; so rows are merged per step and a step is logged once the next one begins
-(or at close).
+The run may be shared with a trainer that logs too (the Hugging Face Trainer's ``report_to="wandb"``
+calls ``wandb.log`` without a step, advancing W&B's step at every log), so the sink never passes
+``step=``: W&B would drop every row whose step is behind its own. Each row carries the Probe step as
+``optprobe/step`` instead, and ``define_metric("optprobe/*", step_metric="optprobe/step")`` makes it
+the x-axis of every optprobe value. An epoch-end row carries the same step as the next training step,
+so rows are merged per step and a step is logged once the next one begins (or at close).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from optprobe.errors import OptprobeError
-from optprobe.sinks.names import tracked_scalars
+from optprobe.sinks.names import STEP_TAG, tracked_scalars
 
 
 class WandbSink:
@@ -23,6 +26,8 @@ class WandbSink:
             raise OptprobeError("WandbSink needs Weights & Biases: pip install wandb") from None
         self.owns_run = run is None
         self.run = wandb.init(**init_kwargs) if run is None else run
+        self.run.define_metric(STEP_TAG)
+        self.run.define_metric("optprobe/*", step_metric=STEP_TAG)
         self._step: int | None = None
         self._pending: dict[str, float] = {}
 
@@ -35,7 +40,7 @@ class WandbSink:
 
     def _flush(self) -> None:
         if self._pending and self._step is not None:
-            self.run.log(self._pending, step=self._step)
+            self.run.log({STEP_TAG: self._step, **self._pending})  # no step=: see the module docstring
         self._pending = {}
 
     def close(self) -> None:
