@@ -221,6 +221,9 @@ class Probe:
             lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
             next(iter(self.params.values())).device,
         )
+        for sink in self.sinks:
+            if hasattr(sink, "start"):  # optional: trackers record the settings (and the βs of exp_* names)
+                sink.start(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self) -> list[TrajectoryMetric]:

@@ -43,7 +43,7 @@ def test_trainer_run_is_probed_before_clipping_with_accumulation(tmp_path):
     hf_norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
     np.testing.assert_allclose(table["grad_norm"], hf_norms, rtol=1e-4)
     assert max(hf_norms) > 0.5  # clipping was active, so the check above could fail
-    assert any("optprobe/grad_norm" in h for h in trainer.state.log_history)
+    assert any("optprobe/norms/grad_norm" in h for h in trainer.state.log_history)  # the sinks' names
 
 
 def test_fp16_is_refused_with_a_clear_message(tmp_path):

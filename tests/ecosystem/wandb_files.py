@@ -55,3 +55,12 @@ def history(path: Path) -> list[dict[str, Any]]:
 def metric_definitions(path: Path) -> list[Any]:
     """The run's ``define_metric`` records."""
     return [r.metric for r in records(path) if r.WhichOneof("record_type") == "metric"]
+
+
+def config_updates(path: Path) -> dict[str, Any]:
+    """The run's config, as its config records set it (later records win)."""
+    config = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    return config

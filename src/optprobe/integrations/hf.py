@@ -120,7 +120,7 @@ def _callback_class() -> type:
             row = self.probe.end_step(None)
             self.batches = Window()
             if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
-                scalars = trainer_scalars(row)
+                scalars = trainer_scalars(row, self.probe.config.betas)
                 if scalars:
                     self.trainer.log(scalars)
 

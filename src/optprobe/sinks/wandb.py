@@ -10,10 +10,11 @@ so rows are merged per step and a step is logged once the next one begins (or at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from optprobe.errors import OptprobeError
-from optprobe.sinks.names import STEP_TAG, tracked_scalars
+from optprobe.sinks.names import STEP_TAG, tracked_scalars, tracker_config
 
 
 class WandbSink:
@@ -30,13 +31,19 @@ class WandbSink:
         self.run.define_metric("optprobe/*", step_metric=STEP_TAG)
         self._step: int | None = None
         self._pending: dict[str, float] = {}
+        self.betas: tuple[float, ...] = ()
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        """Record the Probe's settings in the run's config (``optprobe/betas``, ``optprobe/beta0`` …)."""
+        self.betas = tuple(config.get("betas", ()))
+        self.run.config.update(tracker_config(config), allow_val_change=True)
 
     def write(self, row: dict[str, Any]) -> None:
         step = int(row["step"])
         if self._step is not None and step != self._step:
             self._flush()
         self._step = step
-        self._pending.update(tracked_scalars(row))
+        self._pending.update(tracked_scalars(row, self.betas))
 
     def _flush(self) -> None:
         if self._pending and self._step is not None:
