@@ -204,3 +204,41 @@ def test_a_wandb_sink_on_the_trainers_own_wandb_run_keeps_every_value(tmp_path, 
             assert ours[step]["optprobe/convexity/inst_gap_prev"] == pytest.approx(gap, rel=1e-12)
     globs = {m.glob_name: m.step_metric for m in metric_definitions(run_file) if m.glob_name}
     assert globs["optprobe/*"] == "optprobe/step"  # W&B plots the values against the Probe's steps
+
+
+def _logged_trainer(tmp_path, **attach_kwargs):
+    """A tiny GPT-2 Trainer that logs every 2 of its 5 steps (and its first), with a Probe attached."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, max_steps=5, logging_steps=2,
+        logging_first_step=True, report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(
+        model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=_Tokens()
+    )
+    probe = attach(trainer, out_dir=tmp_path / "probe", **attach_kwargs)
+    trainer.train()
+    return trainer, probe.table().query("event == 'step'").set_index("step")
+
+
+def test_attach_logs_on_the_trainers_logging_steps_by_default(tmp_path):
+    """The optprobe values join the Trainer's own log dicts (steps 1, 2, 4 of 5 here), no extra dict;
+    each dict holds the values of the last optimizer step (Probe step = Trainer step − 1)."""
+    trainer, table = _logged_trainer(tmp_path)
+    ours = [h for h in trainer.state.log_history if "optprobe/norms/grad_norm" in h]
+    assert [h["step"] for h in ours] == [1, 2, 4]
+    assert all("loss" in h for h in ours)  # inside the Trainer's training logs, not dicts of their own
+    for h in ours:
+        expected = table.loc[h["step"] - 1, "grad_norm"]
+        assert h["optprobe/norms/grad_norm"] == pytest.approx(expected, rel=1e-12)
+    gap = ours[-1]["optprobe/convexity/inst_gap_prev"]
+    assert gap == pytest.approx(table.loc[3, "inst_gap_prev"], rel=1e-12)
+    assert list(table.index) == list(range(5))  # the table still has every step
+
+
+def test_attach_can_log_every_measured_step(tmp_path):
+    trainer, table = _logged_trainer(tmp_path, log_every=1)
+    ours = [h for h in trainer.state.log_history if "optprobe/norms/grad_norm" in h]
+    assert [h["optprobe/norms/grad_norm"] for h in ours] == pytest.approx(list(table["grad_norm"]), rel=1e-12)
+    assert len([h for h in trainer.state.log_history if "loss" in h]) == 3  # the Trainer's cadence is kept
