@@ -187,7 +187,8 @@ def test_a_wandb_sink_on_the_trainers_own_wandb_run_keeps_every_value(tmp_path, 
         output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, max_steps=4, logging_steps=1,
         report_to=["wandb"], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
     )  # fmt: skip
-    sink = WandbSink(project="optprobe-test")  # the run the Trainer's WandbCallback then logs to as well
+    # the run the Trainer's WandbCallback then logs to as well (explicit dir: wandb keeps the first setup's)
+    sink = WandbSink(project="optprobe-test", mode="offline", dir=str(tmp_path))
     model = transformers.GPT2LMHeadModel(config)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens())
     probe = attach(trainer, out_dir=tmp_path / "probe", sinks=[sink])

@@ -123,7 +123,7 @@ def test_wandb_sink_logs_one_dict_per_step_with_monotone_steps(tmp_path, monkeyp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    sink = WandbSink(project="optprobe-test")
+    sink = WandbSink(project="optprobe-test", mode="offline", dir=str(tmp_path))
     table = _probed_run(tmp_path, sink, betas=(0.9, 0.5))
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     assert config_updates(run_file)["optprobe/beta1"] == 0.5
