@@ -243,3 +243,23 @@ def test_attach_can_log_every_measured_step(tmp_path):
     ours = [h for h in trainer.state.log_history if "optprobe/norms/grad_norm" in h]
     assert [h["optprobe/norms/grad_norm"] for h in ours] == pytest.approx(list(table["grad_norm"]), rel=1e-12)
     assert len([h for h in trainer.state.log_history if "loss" in h]) == 3  # the Trainer's cadence is kept
+
+
+def test_attach_logs_at_epoch_ends_with_an_epoch_logging_strategy(tmp_path):
+    """logging_strategy="epoch": the epoch end's full-batch row joins the Trainer's epoch log."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)
+    ids = _Tokens().ids[:8]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=8, num_train_epochs=2,
+        logging_strategy="epoch", report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(
+        model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=_Tokens()
+    )
+    probe = attach(trainer, out_dir=tmp_path / "probe", eval_loader=[{"input_ids": ids, "labels": ids}])
+    trainer.train()
+    ours = [h for h in trainer.state.log_history if "optprobe/norms/grad_norm" in h]
+    assert [h["step"] for h in ours] == [4, 8] and all("loss" in h for h in ours)
+    epoch_ends = probe.table().query("event == 'epoch_end'")["full_loss"]
+    assert [h["optprobe/fullbatch/full_loss"] for h in ours] == pytest.approx(list(epoch_ends), rel=1e-12)
