@@ -237,6 +237,9 @@ class Probe:
             lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
             next(iter(self.params.values())).device,
         )
+        for sink in self.sinks:
+            if hasattr(sink, "start"):  # optional: trackers record the settings (and the βs of exp_* names)
+                sink.start(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self) -> list[TrajectoryMetric]:
@@ -391,7 +394,9 @@ class Probe:
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            row["scale"] = float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0))
+            scaling = _random_scaling(self.optimizer)
+            if scaling is not None:  # s_t exists only under random scaling: no made-up 1.0 without it
+                row["scale"] = float(scaling.last_scale)
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self.metrics and t % self.config.every == 0:
