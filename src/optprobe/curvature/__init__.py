@@ -1,6 +1,7 @@
 """Curvature of the loss from Hessian-vector products: eigenvalues, trace, diagonal, ‖H‖₁,₁, (L0, L1) fits."""
 
 from optprobe.curvature.cauchy import L11Estimate, blockwise_smoothness, hessian_l11, row_l1_norms
+from optprobe.curvature.ggn import GGNOperator, SplitLoss
 from optprobe.curvature.hessian_diagonal import (
     DiagonalGeometry,
     diagonal_geometry,
@@ -10,16 +11,21 @@ from optprobe.curvature.hessian_diagonal import (
 from optprobe.curvature.hutchinson import TraceEstimate, hessian_trace, hutchinson_diagonal
 from optprobe.curvature.hvp import HessianOperator, ParamLayout
 from optprobe.curvature.lanczos import Spectrum, sharpness, spectral_norm
+from optprobe.curvature.operator import CurvatureOperator, as_linear_operator
 from optprobe.curvature.relaxed import RelaxedFit, relaxed_smoothness, relaxed_smoothness_table
 from optprobe.curvature.singular import SingularStats, effective_rank, singular_uniformity
 
 __all__ = [
+    "as_linear_operator",
+    "CurvatureOperator",
     "DiagonalGeometry",
+    "GGNOperator",
     "HessianOperator",
     "L11Estimate",
     "ParamLayout",
     "RelaxedFit",
     "SingularStats",
+    "SplitLoss",
     "Spectrum",
     "TraceEstimate",
     "blockwise_smoothness",
