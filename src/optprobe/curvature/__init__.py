@@ -1,6 +1,7 @@
 """Curvature of the loss from Hessian-vector products: eigenvalues, trace, diagonal, ‖H‖₁,₁, (L0, L1) fits."""
 
 from optprobe.curvature.cauchy import L11Estimate, blockwise_smoothness, hessian_l11, row_l1_norms
+from optprobe.curvature.density import SpectralDensity, spectral_density
 from optprobe.curvature.ggn import GGNOperator, SplitLoss
 from optprobe.curvature.hessian_diagonal import (
     DiagonalGeometry,
@@ -25,6 +26,7 @@ __all__ = [
     "ParamLayout",
     "RelaxedFit",
     "SingularStats",
+    "SpectralDensity",
     "SplitLoss",
     "Spectrum",
     "TraceEstimate",
@@ -41,5 +43,6 @@ __all__ = [
     "sample_coordinates",
     "sharpness",
     "singular_uniformity",
+    "spectral_density",
     "spectral_norm",
 ]
