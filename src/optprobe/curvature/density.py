@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
-from torch import Tensor
 
 from optprobe.curvature.operator import CurvatureOperator
 
