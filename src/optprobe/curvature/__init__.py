@@ -10,6 +10,7 @@ from optprobe.curvature.hessian_diagonal import (
     sample_coordinates,
 )
 from optprobe.curvature.hutchinson import TraceEstimate, hessian_trace, hutchinson_diagonal
+from optprobe.curvature.hutchpp import hutchpp_trace
 from optprobe.curvature.hvp import HessianOperator, ParamLayout
 from optprobe.curvature.lanczos import Spectrum, sharpness, spectral_norm
 from optprobe.curvature.operator import CurvatureOperator, as_linear_operator
@@ -37,6 +38,7 @@ __all__ = [
     "hessian_rows",
     "hessian_trace",
     "hutchinson_diagonal",
+    "hutchpp_trace",
     "relaxed_smoothness",
     "relaxed_smoothness_table",
     "row_l1_norms",
