@@ -1,4 +1,4 @@
-"""Hutch++ against exact traces: exact on low rank, unbiased, and better than Hutchinson where it should be."""
+"""Hutch++ against exact traces: exact on low rank, unbiased, better than Hutchinson where it should be."""
 
 import numpy as np
 import pytest
