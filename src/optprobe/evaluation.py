@@ -4,7 +4,8 @@ Every extra pass optprobe makes goes through :class:`Evaluator`. It evaluates
 ``loss_fn(model, batch)`` with the model's trained parameters replaced by a given point
 (``torch.func.functional_call``), so the model is never copied, and it keeps three promises:
 
-* buffers (BatchNorm running statistics, counters) are never changed: each pass sees clones;
+* buffers (BatchNorm running statistics, counters) are never changed: each pass sees clones (of the
+  model's own, or of the point's own inside :meth:`Evaluator.buffers_of`);
 * the training RNG stream is never advanced: passes run inside ``torch.random.fork_rng``;
 * given an :class:`RngState` captured before the training forward, the pass replays the same
   random numbers, so dropout masks (and any randomness inside ``loss_fn``) match the training step.
@@ -118,6 +119,7 @@ class Evaluator:
         self.model = model
         self.loss_fn = loss_fn
         self._module = _LossModule(model, loss_fn)
+        self._buffers: Mapping[str, Tensor] = {}  # the point's own buffers, by the model's buffer names
 
     def over_ranks(self, partial: Tensor, max_from: int | None = None) -> Tensor:
         """Totals of per-rank partial reductions (columns from ``max_from`` on are maxima).
@@ -128,8 +130,23 @@ class Evaluator:
 
     def _tensors(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         tensors = {f"model.{name}": p for name, p in params.items()}
-        tensors.update({f"model.{name}": b.clone() for name, b in self.model.named_buffers()})
+        tensors.update(
+            {f"model.{name}": self._buffers.get(name, b).clone() for name, b in self.model.named_buffers()}
+        )
         return tensors
+
+    @contextlib.contextmanager
+    def buffers_of(self, buffers: Mapping[str, Tensor] | None) -> Iterator[None]:
+        """Passes inside the block use ``buffers`` (model buffer name → tensor) in place of the model's own.
+
+        A point other than x_t brings its own buffers this way (x*: the reference's running statistics);
+        names not in ``buffers`` keep the model's. Neither the model nor ``buffers`` is changed.
+        """
+        saved, self._buffers = self._buffers, dict(buffers or {})
+        try:
+            yield
+        finally:
+            self._buffers = saved
 
     @contextlib.contextmanager
     def replay(self, rng: RngState | None) -> Iterator[None]:
@@ -222,16 +239,17 @@ class Evaluator:
         """(F(x), ∇F(x), n): the example-weighted mean loss over ``loader``, gradient accumulated per chunk.
 
         Memory stays at one gradient plus one chunk's activations. Randomness inside the loss
-        (dropout) is drawn from a fixed ``seed`` so that F is a deterministic function of x. Under DDP
-        each rank reads its own shard of the data and the totals are summed over ranks (a rank whose
-        shard is empty adds zeros).
+        (dropout) is F's fixed mask stream: chunk c (counted from 0 on this rank) draws from the global
+        RNG seeded with ``chunk_seed(seed, c)``, at every point and with or without the gradient, so F
+        is one function of x. Under DDP each rank reads its own shard of the data and the totals are
+        summed over ranks (a rank whose shard is empty adds zeros).
         """
         total_loss: Tensor | None = None
         total_grad: Params | None = None
         count = 0
         with torch.random.fork_rng(devices=_cuda_devices(params)):
-            torch.manual_seed(seed)
-            for chunk in self._chunks(loader):
+            for index, chunk in enumerate(self._chunks(loader)):
+                torch.manual_seed(chunk_seed(seed, index))
                 n = batch_size(chunk)
                 grad: Params = {}
                 loss = self._chunk_pass(params, chunk, n, grad.__setitem__ if with_grad else None)
@@ -278,6 +296,11 @@ class Evaluator:
             consume(name, grad.mul_(weight))
 
         return self.stream_grad(params, chunk, weighted, across_ranks=False)
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """The seed of chunk ``index`` of a full-batch pass under ``seed``: (seed·1000003 + index) mod 2⁶³."""
+    return (seed * 1_000_003 + index) % 2**63
 
 
 def scalar_loss(loss: object) -> Tensor:

@@ -79,8 +79,10 @@ class ProbeConfig:
     full_batch_every: full-batch metrics every k steps (0: never on steps); needs ``eval_loader``. A step
         at the point an epoch end has just measured (the same x) is not measured again.
     full_batch_at_epoch_end: full-batch metrics at each ``end_epoch`` (when ``eval_loader`` is given).
-    seed: seed of the randomness (dropout) inside full-batch and periodic passes.
-    eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards).
+    seed: seed of the randomness (dropout) inside full-batch passes (chunk c of F draws after
+        ``torch.manual_seed(chunk_seed(seed, c))``) and periodic passes (after ``torch.manual_seed(seed)``).
+    eval_mode: run full-batch and periodic passes with ``model.eval()`` (restored afterwards); each point
+        then uses its own buffers: x_t the model's current ones, x* the reference's.
     replay_rng: replay the training step's RNG state at x_{t−1} and x*, so dropout masks match.
     """
 
@@ -137,7 +139,8 @@ class Probe:
         optimizer: the optimizer, read at every step (never copied) for the learning rate of its first
             group and, under random scaling, ``last_scale`` and ``last_weight`` (also found inside a
             wrapper that keeps the optimizer as ``.optimizer``, as accelerate's does).
-        reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics.
+        reference: x*, as a checkpoint path, a module or a state_dict; adds the ``_ref`` metrics. Passes
+            at x* use the buffers it holds (BatchNorm statistics); see :mod:`optprobe.reference`.
         eval_loader: batches that define F for the full-batch metrics, each weighted by its number of
             examples: the leading dimension of its first tensor (put a batch-first tensor first).
         periodic: periodic metrics (curvature), run on ``periodic_batch`` (default: the first
@@ -193,13 +196,27 @@ class Probe:
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
         self.layers = list(dict.fromkeys(self.param_layers))
-        self.reference = None if reference is None else load_reference(reference, self.params)
+        self.warnings: Counter[str] = Counter()
+        ref = None if reference is None else load_reference(reference, model, self.params)
+        self.reference = None if ref is None else ref.params
+        self.reference_buffers = None if ref is None else ref.buffers  # every pass at x* uses them
+        if ref is not None and ref.missing_buffers and self.config.eval_mode:
+            self._warn(
+                "reference_without_buffers",
+                f"the reference has no {', '.join(ref.missing_buffers[:5])}"
+                + (" …" if len(ref.missing_buffers) > 5 else "")
+                + "; eval-mode passes at x* use the model's buffers as they are now, when the Probe is "
+                "built, so F(x*) is not the reference model's own loss: pass a reference with its buffers "
+                "(a module, or its full state_dict)",
+            )
         self.metrics = self._build_metrics()
         self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
         self.fullbatch = (
             None
             if eval_loader is None
-            else FullBatchMetrics(eval_loader, self.reference, self.config.seed, self.config.per_layer)
+            else FullBatchMetrics(
+                eval_loader, self.reference, self.config.seed, self.config.per_layer, self.reference_buffers
+            )
         )
         self.eval_loader = eval_loader
         self.periodic = list(periodic)
@@ -207,7 +224,6 @@ class Probe:
         self.step = 0
         self.epoch = 0
         self.rows_written = 0
-        self.warnings: Counter[str] = Counter()
         self.last_row: dict[str, Any] | None = None
         self._prev: Params | None = None
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
@@ -327,8 +343,7 @@ class Probe:
         row = None
         if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
             row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
-            with self._eval_context():
-                row.update(self.fullbatch.measure(self.evaluator, self._point(), None, self.param_layers))
+            row.update(self._full_batch(self.step, None))
             self._write(row)
             self._full_batch_at = self.step  # x_step: where the next end_step would measure again
         self.epoch += 1
@@ -382,12 +397,26 @@ class Probe:
         if self.metrics and t % self.config.every == 0:
             row.update(self._trajectory(t, pending, loss_value, grads))
         if self.fullbatch is not None and self._full_batch_due(t):
-            with self._eval_context():
-                row.update(self.fullbatch.measure(self.evaluator, self._point(), grads, self.param_layers))
+            row.update(self._full_batch(t, grads))
         for metric in self.periodic:
             if metric.due(t):
                 row.update(self._periodic(metric, t, pending.batch))
         self._write(row)
+        return row
+
+    def _full_batch(self, t: int, grads: Params | None) -> dict[str, float]:
+        """Full-batch metrics at x_t (in eval mode when configured); a non-finite F is a counted warning."""
+        assert self.fullbatch is not None
+        with self._eval_context():
+            row = self.fullbatch.measure(self.evaluator, self._point(), grads, self.param_layers)
+        bad = {k: row[k] for k in ("full_loss", "ref_full_loss") if k in row and not math.isfinite(row[k])}
+        if bad:
+            found = ", ".join(f"{k} = {v}" for k, v in bad.items())
+            self._warn(
+                "non_finite_full_loss",
+                f"step {t}: the full-batch loss is not finite ({found}); look for NaN or inf in the "
+                "evaluation data or the loss",
+            )
         return row
 
     def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
@@ -410,9 +439,10 @@ class Probe:
             sources["ref"] = self.reference
             ref_grad = "ref_grad" if needs.ref_grad else None
             ref_dots = needs.dots - own_dots
-            ref_loss, (ref_sums, _, _) = self._measure_at(
-                self.reference, ref_grad, sources, ref_dots, set(), set(), pending
-            )
+            with self.evaluator.buffers_of(self.reference_buffers):
+                ref_loss, (ref_sums, _, _) = self._measure_at(
+                    self.reference, ref_grad, sources, ref_dots, set(), set(), pending
+                )
             data_dots.update(ref_sums)
         data = StepData(
             step=t,
@@ -591,6 +621,7 @@ class Probe:
             "prev": None if self._prev is None else detached_copy(self._prev),
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
+            "periodic": [m.state_dict() for m in self.periodic],
             "full_batch_at": self._full_batch_at,
         }
 
@@ -619,6 +650,8 @@ class Probe:
         self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
+        for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
+            metric.load_state_dict(metric_state)  # checkpoints from before periodic state restore nothing
         self._full_batch_at = state.get("full_batch_at")
         if self._table is not None:
             self._table.close()

@@ -163,7 +163,8 @@ class ShardedEvaluator(Evaluator):
 
     @contextlib.contextmanager
     def _at(self, point: Mapping[str, Tensor]) -> Iterator[None]:
-        """Within the block the model computes at ``point``, with no ``.grad``; everything restored after.
+        """Within the block the model computes at ``point`` (and :meth:`buffers_of`'s buffers), with no
+        ``.grad``; everything restored after.
 
         FSDP modules are resharded on entry and exit: an unsharded module would skip the all-gather and
         compute at stale parameters (a forward without backward leaves the root unsharded).
@@ -176,6 +177,9 @@ class ShardedEvaluator(Evaluator):
         with torch.no_grad():
             for name in saved:
                 live[name].copy_(point[name])
+            for name, buffer in self.model.named_buffers():  # the point's own buffers (x*'s), if it has any
+                if name in self._buffers:
+                    buffer.copy_(self._buffers[name])
         for p in self.params.values():
             p.grad = None
         try:

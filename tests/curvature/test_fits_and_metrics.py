@@ -74,11 +74,13 @@ def test_metric_columns():
     assert sharp["spectral_norm"] == max(abs(sharp["sharpness"]), abs(sharp["sharpness_min"]))
     assert set(HessianTrace(n_probes=10).compute(*args)) == {"hessian_trace", "hessian_trace_se"}
     geo = DiagonalGeometry(per_layer=4).compute(*args)
-    assert set(geo) == {
+    assert set(geo) == {"r_med_loss"} | {
         f"{m}/{layer}"
-        for m in ("r_med", "diag_dominance_mean", "diag_dominance_median")
+        for m in ("r_med", "r_med_low", "r_med_high", "diag_dominance_mean", "diag_dominance_median")
         for layer in ("0", "2")
     }
+    assert geo["r_med_loss"] == pytest.approx(float(case.evaluator.loss(case.params, case.batch)))
+    assert all(geo[f"r_med_low/{b}"] <= geo[f"r_med/{b}"] * (1 + 1e-12) for b in ("0", "2"))
     l11 = HessianL11(n_probes=11, partition="layer").compute(*args)
     assert set(l11) == {
         "hessian_l11",

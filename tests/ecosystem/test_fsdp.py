@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_ddp import _loss, _model, _train, assert_ranks_equal_single_process, process_group
+from test_ddp import _data, _loss, _model, _train, assert_ranks_equal_single_process, process_group
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
@@ -41,6 +41,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         for a, b in zip(_state(probed), _state(plain), strict=True):
             assert torch.equal(a, b)  # the probe changed no bit of training: parameters, running statistics
         _check_refusals(plain, rank)
+        _check_point_buffers(plain, rank)
 
 
 def _check_refusals(model: nn.Module, rank: int) -> None:
@@ -56,6 +57,33 @@ def _check_refusals(model: nn.Module, rank: int) -> None:
     fully_shard(half_sharded[0])
     with pytest.raises(OptprobeError, match="root module"):
         Probe(half_sharded, _loss, out_dir=None)
+
+
+def _check_point_buffers(model: nn.Module, rank: int) -> None:
+    """A pass at a point with its own buffers (x*'s running statistics) uses them; the model keeps its own."""
+    evaluator = evaluator_for(model, _loss)
+    point = {name: p.detach().to_local() for name, p in model.named_parameters()}
+    x, y = _data()
+    loader = [(x[rank::2], y[rank::2])]
+    own = [b.clone() for b in model.buffers()]
+    other = {name: b + 0.5 for name, b in model.named_buffers() if b.is_floating_point()}
+    model.eval()
+    try:
+        base, _, _ = evaluator.full_loss_and_grad(point, loader, with_grad=False)
+        with evaluator.buffers_of(other):
+            got, _, _ = evaluator.full_loss_and_grad(point, loader, with_grad=False)
+        assert all(torch.equal(a, b) for a, b in zip(own, model.buffers(), strict=True))
+        with torch.no_grad():  # the same buffers loaded by hand
+            for name, buffer in model.named_buffers():
+                if name in other:
+                    buffer.copy_(other[name])
+        want, _, _ = evaluator.full_loss_and_grad(point, loader, with_grad=False)
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), own, strict=True):
+                buffer.copy_(value)
+        model.train()
+    assert got.item() == want.item() != base.item()
 
 
 @pytest.mark.slow

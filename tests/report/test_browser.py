@@ -17,8 +17,8 @@ from optprobe.report import build_report
 
 WIDTHS = (1280, 700)
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-          "--disable-component-update", "--disable-sync"]  # fmt: skip
+_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 #: Elements wider than the viewport (a table or figure that forces horizontal scrolling), as JavaScript.
 _OVERFLOW = """(width) => [...document.querySelectorAll('body *')]
@@ -41,7 +41,8 @@ def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     for label, seed in (("sgdm", 0), ("adamw", 1)):
         write_run(root / "local_convexity" / label, synthetic_table(steps=90, seed=seed),
-                  experiment="local_convexity", label=label, finding="Convex on average.", random_scaling=True)
+                  experiment="local_convexity", label=label, finding="Convex on average.",
+                  random_scaling=True)
     return build_report([root], tmp_path_factory.mktemp("report"))
 
 

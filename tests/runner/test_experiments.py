@@ -69,8 +69,8 @@ def test_full_scale_configs_validate_and_ask_for_the_data_path(tmp_path, capsys)
     from optprobe.experiments.registry import config_dir, get_experiment
 
     paths = sorted((config_dir() / "full_scale").glob("*.toml"))
-    assert [p.stem for p in paths] == ["gpt2_small", "resnet18_cifar10"]
+    assert [p.stem for p in paths] == ["diagonal_uniformity_transformer", "gpt2_small", "resnet18_cifar10"]
     for path in paths:
         assert len(get_experiment(str(path)).runs) == 2
-    assert main(["run", str(paths[1]), "--out", str(tmp_path), "--no-progress"]) == 2
+    assert main(["run", str(paths[2]), "--out", str(tmp_path), "--no-progress"]) == 2
     assert "REQUIRED" in capsys.readouterr().err

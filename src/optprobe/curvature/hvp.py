@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +84,12 @@ class ParamLayout:
             name: vec[off : off + shape.numel()].view(shape)
             for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True)
         }
+
+    def holding(self, indices: Tensor) -> tuple[str, ...]:
+        """Names of the parameters that hold any of the flat ``indices``."""
+        bounds = torch.tensor(self.offsets[1:] + (self.dim,))
+        which = torch.unique(torch.searchsorted(bounds, indices.cpu(), right=True))
+        return tuple(self.names[int(i)] for i in which)
 
     def blocks(self, partition: Partition = "layer") -> dict[str, Tensor]:
         """Flat indices of each block: ``"layer"``, ``"tensor"`` (one block per parameter) or name → block."""
@@ -148,11 +154,16 @@ class HessianOperator(MatmulMixin):
     def dim(self) -> int:
         return self.layout.dim
 
-    def __call__(self, v: Tensor) -> Tensor:
-        """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d)."""
+    def __call__(self, v: Tensor, within: Sequence[str] | None = None) -> Tensor:
+        """H v for v of shape (d,) or H Vᵀ row-wise for V of shape (k, d).
+
+        ``within``: names of the parameters outside which every v is zero (e.g. basis vectors of one layer);
+        forward-over-reverse then carries tangents on those parameters only, which skips the tangent work
+        upstream of them: the same products for less work.
+        """
         stack = v.reshape(-1, self.dim).to(self.dtype)
         self.n_hvps += stack.shape[0]
-        products = self._products(stack)
+        products = self._products(stack, within)
         if self.across_ranks:  # HVPs bypass DDP's hooks: average them over ranks here
             all_reduce_([products], mean=True)
         return products.reshape(v.shape)
@@ -164,15 +175,15 @@ class HessianOperator(MatmulMixin):
         with self.evaluator.replay(self._rng), sdpa_kernel(SDPBackend.MATH):
             yield
 
-    def _products(self, stack: Tensor) -> Tensor:
+    def _products(self, stack: Tensor, within: Sequence[str] | None = None) -> Tensor:
         if self.method != "auto":
-            return self._by(self.method, stack)
+            return self._by(self.method, stack, within)
         model = self.evaluator.model
         # one vector: a backward through the stored graph beats re-running forward and backward
         preferred = ("forward", "double_backward") if stack.shape[0] > 1 else ("double_backward", "forward")
         first, second = sorted(preferred, key=lambda method: model in _FAILED[method])  # known failures last
         try:
-            return self._by(first, stack)
+            return self._by(first, stack, within)
         except Exception as err:  # torch.func and autograd raise assorted types for unsupported models
             if model in _FAILED[second]:
                 raise
@@ -185,17 +196,24 @@ class HessianOperator(MatmulMixin):
                 ProbeWarning,
                 stacklevel=4,
             )
-            return self._by(second, stack)
+            return self._by(second, stack, within)
 
-    def _by(self, method: str, stack: Tensor) -> Tensor:
+    def _by(self, method: str, stack: Tensor, within: Sequence[str] | None = None) -> Tensor:
         """H vᵢ for every row vᵢ of ``stack`` by ``method``."""
-        return self._forward_over_reverse(stack) if method == "forward" else self._double_backward(stack)
+        if method == "forward":
+            return self._forward_over_reverse(stack, within)
+        return self._double_backward(stack)
 
-    def _forward_over_reverse(self, stack: Tensor) -> Tensor:
+    def _forward_over_reverse(self, stack: Tensor, within: Sequence[str] | None = None) -> Tensor:
         grad_fn = torch.func.grad(lambda p: self.evaluator.loss_at(p, self.batch))
+        moving = set(self.layout.names if within is None else within)
+        fixed = {name: p for name, p in self.params.items() if name not in moving}
+        primals = {name: p for name, p in self.params.items() if name in moving}
 
         def hvp(v: Tensor) -> Tensor:
-            _, tangent = torch.func.jvp(grad_fn, (self.params,), (self.layout.unflatten(v),))
+            parts = self.layout.unflatten(v)
+            tangents = {name: parts[name] for name in primals}
+            _, tangent = torch.func.jvp(lambda p: grad_fn({**fixed, **p}), (primals,), (tangents,))
             return self.layout.flatten(tangent)
 
         with self._session():

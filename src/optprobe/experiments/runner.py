@@ -330,7 +330,7 @@ def _schedule(name: str, total_steps: int):  # -> Callable[[int], float]
 
 
 def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str, torch.Tensor] | None:
-    """x*: the task's exact minimizer, or the final iterate of a pilot run (cached across runs)."""
+    """x*: the task's exact minimizer, or the final iterate of a pilot run with its buffers (cached)."""
     if run.reference == "none":
         return None
     if run.reference == "minimizer":
@@ -342,7 +342,7 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
     if run.pilot_epochs:  # the pilot's own length, whatever limits the run itself
         pilot = replace(pilot, epochs=run.pilot_epochs, max_steps=0)
     key = _config_key(pilot)
-    path = cache / f"pilot-{key}.pt"
+    path = cache / f"pilot-state-{key}.pt"  # parameters and buffers (older "pilot-" files: parameters only)
     if path.exists():
         return torch.load(path, weights_only=True)
     model = _model(pilot, task, seed, device)
@@ -361,7 +361,7 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
                 break
         if done >= steps:
             break
-    state = {k: v.detach().cpu() for k, v in model.named_parameters()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # x* with its running statistics
     cache.mkdir(parents=True, exist_ok=True)
     _save_atomic(state, path)
     return state

@@ -154,6 +154,13 @@ class PeriodicMetric(ABC):
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the metric must remember across a checkpoint (most remember nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless default
+        """Restore what :meth:`state_dict` returned."""
+
 
 def safe_ratio(num: float, den: float) -> float:
     """num / den, or NaN where the quotient is undefined (zero or non-finite denominator)."""

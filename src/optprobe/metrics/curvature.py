@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from optprobe.curvature import (
     HessianOperator,
     blockwise_smoothness,
@@ -70,22 +73,56 @@ class HessianTrace(_HessianMetric):
 
 
 class DiagonalGeometry(_HessianMetric):
-    """``r_med/<layer>``, ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows)."""
+    """``r_med/<layer>`` with its bootstrap interval ``r_med_low/<layer>``, ``r_med_high/<layer>``,
+    ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows) and ``r_med_loss``, the
+    loss ℓ(x_t, z) on the curvature batch z.
+
+    ``at_loss``: loss levels; the geometry is then measured, checked every ``every`` steps, the first time
+    ℓ(x_t, z) ≤ level (once per level; ``r_med_level`` names the lowest level crossed), so that runs of
+    different optimizers are compared at equal training loss, not at equal step.
+    """
 
     def __init__(
-        self, every: int = 100, per_layer: int = 200, seed: int = 0, chunk_size: int | None = 32
+        self,
+        every: int = 100,
+        per_layer: int = 200,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+        at_loss: Sequence[float] | None = None,
+        n_boot: int = 200,
     ) -> None:
         super().__init__(every, seed, chunk_size)
-        self.per_layer = per_layer
+        self.per_layer, self.n_boot = per_layer, n_boot
+        self.levels = None if at_loss is None else sorted((float(v) for v in at_loss), reverse=True)
+        self.passed = 0  # how many of ``levels`` (highest first) the loss has crossed
+
+    def due(self, step: int) -> bool:
+        return super().due(step) and (self.levels is None or self.passed < len(self.levels))
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        geo = diagonal_geometry(self._operator(evaluator, params, batch), self.per_layer, self.seed)
-        out = {}
+        out = {"r_med_loss": float(evaluator.loss(params, batch))}
+        if self.levels is not None:
+            crossed = [level for level in self.levels[self.passed :] if out["r_med_loss"] <= level]
+            if not crossed:
+                return {}
+            self.passed += len(crossed)
+            out["r_med_level"] = crossed[-1]
+        op = self._operator(evaluator, params, batch)
+        rows = self.chunk_size or self.per_layer  # one batched call per chunk of a layer's sampled rows
+        geo = diagonal_geometry(op, self.per_layer, self.seed, rows_at_once=rows, n_boot=self.n_boot)
         for layer, g in geo.items():
             out[f"r_med/{layer}"] = g.r_med
+            out[f"r_med_low/{layer}"] = g.r_med_low
+            out[f"r_med_high/{layer}"] = g.r_med_high
             out[f"diag_dominance_mean/{layer}"] = g.dominance_mean
             out[f"diag_dominance_median/{layer}"] = g.dominance_median
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.passed = int(state.get("passed", 0))
 
 
 class HessianL11(_HessianMetric):

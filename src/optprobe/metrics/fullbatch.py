@@ -1,6 +1,10 @@
 """Full-batch metrics: F(x_t), ‖∇F(x_t)‖, gradient noise, convexity ratio and PL ratio.
 
-F is the example-weighted mean loss over the evaluation loader, ∇F accumulated chunk by chunk.
+F is the example-weighted mean loss over the evaluation loader's chunks, ∇F accumulated chunk by chunk.
+F is one function of x: chunk c draws its dropout masks from the seed ``chunk_seed(seed, c)`` at every
+point, with or without the gradient; in train mode each chunk's BatchNorm uses that chunk's statistics,
+in eval mode (the Probe's ``eval_mode``) each point its own buffers (x*: the reference's, see
+:mod:`optprobe.reference`). So F(x*) is computed once.
 
 * grad_std = ‖g_t − ∇F(x_t)‖
 * convexity_ratio = Σ_{i≤t} ⟨∇F(x_i), x_i − x*⟩ / Σ_{i≤t} (F(x_i) − F(x*)) over measurement points:
@@ -26,10 +30,16 @@ class FullBatchMetrics:
     """Evaluates F and ∇F over ``loader`` and keeps the cumulative sums of the convexity ratio."""
 
     def __init__(
-        self, loader: Iterable[Batch], reference: Params | None = None, seed: int = 0, per_layer: bool = False
+        self,
+        loader: Iterable[Batch],
+        reference: Params | None = None,
+        seed: int = 0,
+        per_layer: bool = False,
+        reference_buffers: Params | None = None,
     ) -> None:
         self.loader = loader
         self.reference = reference
+        self.reference_buffers = reference_buffers
         self.seed = seed
         self.per_layer = per_layer
         self.ref_loss: float | None = None
@@ -76,10 +86,11 @@ class FullBatchMetrics:
         self, evaluator: Evaluator, loss: float, grad_sq: float, inner: float
     ) -> dict[str, float]:
         assert self.reference is not None
-        if self.ref_loss is None:
-            ref_loss, _, _ = evaluator.full_loss_and_grad(
-                self.reference, self.loader, self.seed, with_grad=False
-            )
+        if self.ref_loss is None:  # F(x*) is fixed: x*'s own buffers, F's fixed mask stream
+            with evaluator.buffers_of(self.reference_buffers):
+                ref_loss, _, _ = evaluator.full_loss_and_grad(
+                    self.reference, self.loader, self.seed, with_grad=False
+                )
             self.ref_loss = float(ref_loss)
         excess = loss - self.ref_loss
         if math.isfinite(inner) and math.isfinite(excess):
