@@ -2,6 +2,7 @@
 
 from optprobe.curvature.cauchy import L11Estimate, blockwise_smoothness, hessian_l11, row_l1_norms
 from optprobe.curvature.density import SpectralDensity, spectral_density
+from optprobe.curvature.full import FullHessianOperator
 from optprobe.curvature.ggn import GGNOperator, SplitLoss
 from optprobe.curvature.hessian_diagonal import (
     DiagonalGeometry,
@@ -21,6 +22,7 @@ __all__ = [
     "as_linear_operator",
     "CurvatureOperator",
     "DiagonalGeometry",
+    "FullHessianOperator",
     "GGNOperator",
     "HessianOperator",
     "L11Estimate",

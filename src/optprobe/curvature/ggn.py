@@ -15,7 +15,7 @@ in train mode) is multiplied one vector at a time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +92,8 @@ class GGNOperator(MatmulMixin):
     def dim(self) -> int:
         return self.layout.dim
 
-    def __call__(self, v: Tensor) -> Tensor:
-        """G v for v of shape (d,) or G Vᵀ row-wise for V of shape (k, d)."""
+    def __call__(self, v: Tensor, within: Sequence[str] | None = None) -> Tensor:
+        """G v for v of shape (d,) or G Vᵀ row-wise for V of shape (k, d) (``within`` is not used)."""
         stack = v.reshape(-1, self.dim).to(self.dtype)
         self.n_hvps += stack.shape[0]
         if self._reverse is None:

@@ -10,6 +10,7 @@ accept any of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class CurvatureOperator(Protocol):
-    """v ↦ A v for v of shape (d,), or row-wise A vᵢ for a stack V of shape (k, d); counts its products."""
+    """v ↦ A v for v of shape (d,), or row-wise A vᵢ for a stack V of shape (k, d); counts its products.
+
+    ``within`` names the parameters outside which every v is zero (an operator may skip work with it).
+    """
 
     layout: ParamLayout
     dtype: torch.dtype
@@ -34,7 +38,7 @@ class CurvatureOperator(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def __call__(self, v: Tensor) -> Tensor: ...
+    def __call__(self, v: Tensor, within: Sequence[str] | None = None) -> Tensor: ...
 
 
 class MatmulMixin:
