@@ -33,7 +33,7 @@ def test_quadrature_reproduces_the_moments_of_each_start_exactly():
     gen = torch.Generator().manual_seed(5)
     starts = torch.randint(0, 2, (3, d), generator=gen).to(torch.float64).mul_(2).sub_(1) / math.sqrt(d)
     for q, theta, tau in zip(starts, nodes, weights, strict=True):
-        assert len(theta) <= 9  # 9 distinct eigenvalues: the Krylov space closes early
+        assert len(theta) == 7  # 7 distinct eigenvalues: the Krylov space closes after 7 steps
         for k in range(6):
             moment = float(q @ torch.linalg.matrix_power(a, k) @ q)
             assert float((tau * theta**k).sum()) == pytest.approx(moment, rel=1e-9, abs=1e-12)
@@ -65,3 +65,14 @@ def test_null_space_is_not_counted_as_negative():
     result = spectral_density(op, n_starts=4, steps=30, seed=0)
     assert result.negative_mass == 0.0
     assert result.mass_below(0.5) == pytest.approx(0.6, abs=0.15)
+
+
+def test_spectral_density_metric_reports_the_negative_mass():
+    from optprobe.metrics.curvature import PERIODIC_METRICS, SpectralDensityMetric
+
+    assert PERIODIC_METRICS["spectral_density"] is SpectralDensityMetric
+    case = make_case("quadratic")  # 3 of 12 eigenvalues are negative
+    row = SpectralDensityMetric(n_starts=16, steps=12).compute(case.evaluator, case.params, case.batch, 0)
+    assert set(row) == {"negative_mass", "negative_mass_se", "density_hvps"}
+    assert abs(row["negative_mass"] - 0.25) <= 4 * row["negative_mass_se"]
+    assert row["density_hvps"] == 16 * 7  # 7 distinct eigenvalues: every Krylov space closes after 7 steps

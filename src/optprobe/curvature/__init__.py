@@ -4,6 +4,7 @@ from optprobe.curvature.cauchy import L11Estimate, blockwise_smoothness, hessian
 from optprobe.curvature.density import SpectralDensity, spectral_density
 from optprobe.curvature.full import FullHessianOperator
 from optprobe.curvature.ggn import GGNOperator, SplitLoss
+from optprobe.curvature.gn_split import GaussNewtonSplit, gauss_newton_split
 from optprobe.curvature.hessian_diagonal import (
     DiagonalGeometry,
     diagonal_geometry,
@@ -24,6 +25,7 @@ __all__ = [
     "DiagonalGeometry",
     "FullHessianOperator",
     "GGNOperator",
+    "GaussNewtonSplit",
     "HessianOperator",
     "L11Estimate",
     "ParamLayout",
@@ -36,6 +38,7 @@ __all__ = [
     "blockwise_smoothness",
     "diagonal_geometry",
     "effective_rank",
+    "gauss_newton_split",
     "hessian_l11",
     "hessian_rows",
     "hessian_trace",

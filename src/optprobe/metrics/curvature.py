@@ -11,11 +11,13 @@ from optprobe.curvature import (
     HessianOperator,
     blockwise_smoothness,
     diagonal_geometry,
+    gauss_newton_split,
     hessian_l11,
     hessian_trace,
     hutchpp_trace,
     sharpness,
     singular_uniformity,
+    spectral_density,
 )
 from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
@@ -200,6 +202,61 @@ class HessianL11(_HessianMetric):
         return out
 
 
+class GaussNewton(PeriodicMetric):
+    """``gn_lambda_max_h``, ``gn_lambda_max_ggn``, ``gn_lambda_min_h``, ``gn_trace_h``, ``gn_trace_ggn``,
+    ``gn_trace_residual`` (tr R = tr H − tr G) and ``gn_hvps`` on the periodic batch: H = G + R, with the
+    Probe's ``loss_fn`` a :class:`~optprobe.curvature.SplitLoss` (the loss through the model's outputs)."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        n_probes: int = 100,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+    ) -> None:
+        self.every, self.tol, self.max_iter, self.n_probes = every, tol, max_iter, n_probes
+        self.seed, self.chunk_size = seed, chunk_size
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        r = gauss_newton_split(
+            evaluator, params, batch, None, self.tol, self.max_iter, self.n_probes, self.seed, self.chunk_size
+        )
+        return {
+            "gn_lambda_max_h": r.lambda_max_h,
+            "gn_lambda_max_ggn": r.lambda_max_ggn,
+            "gn_lambda_min_h": r.lambda_min_h,
+            "gn_trace_h": r.trace_h,
+            "gn_trace_ggn": r.trace_ggn,
+            "gn_trace_residual": r.trace_residual,
+            "gn_hvps": float(r.n_hvps),
+        }
+
+
+class SpectralDensityMetric(_HessianMetric):
+    """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
+    ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        n_starts: int = 8,
+        steps: int = 40,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+        on: str = "batch",
+    ) -> None:
+        super().__init__(every, seed, chunk_size, on)
+        self.n_starts, self.steps = n_starts, steps
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        op = self._operator(evaluator, params, batch)
+        d = spectral_density(op, self.n_starts, self.steps, seed=self.seed)
+        out = {"negative_mass": d.negative_mass, "negative_mass_se": d.negative_mass_se}
+        return out | {"density_hvps": float(d.n_hvps)} | self._cost(op, batch, "density")
+
+
 class SingularUniformity(PeriodicMetric):
     """``effective_rank/<layer>`` and ``singular_r_med/<layer>`` of each weight matrix (no Hessian needed)."""
 
@@ -220,5 +277,7 @@ PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = {
     "diagonal_geometry": DiagonalGeometry,
     "hessian_l11": HessianL11,
     "singular_uniformity": SingularUniformity,
+    "gauss_newton": GaussNewton,
+    "spectral_density": SpectralDensityMetric,
 }
 """Config names of the scheduled curvature metrics (``curvature = [{ name = "sharpness", every = 50 }]``)."""
