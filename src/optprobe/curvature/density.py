@@ -3,8 +3,11 @@
 For a unit start vector q, m Lanczos steps give T_m = U Θ Uᵀ; the Gauss quadrature Σ_j τ_j f(θ_j) with
 τ_j = U_{1j}² approximates qᵀ f(A) q, exactly for polynomials of degree < 2m, and E[qᵀ f(A) q] =
 (1/d) tr f(A) when E[q qᵀ] = I/d. Averaging over random starts and taking f = a Gaussian of width σ gives
-the smoothed density φ(t) = (1/d) Σ_i g_σ(t − λ_i); f = 1{λ < 0} gives the fraction of negative
-eigenvalues. The starts run side by side: each Lanczos step is one operator call on a stack of vectors.
+the smoothed density φ(t) = (1/d) Σ_i g_σ(t − λ_i). The negative mass is that density's mass below 0,
+f = Φ(−λ/σ): a hard count f = 1{λ < 0} is not smooth, so a few Gauss nodes integrate it badly when many
+eigenvalues sit near 0 (an MLP at initialisation, exact fraction 0.485: the hard count gave 0.63, 0.47,
+0.54 at 40, 100, 200 steps, the smoothed mass 0.494, 0.488, 0.488). The starts run side by side: each
+Lanczos step is one operator call on a stack of vectors.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
+from scipy.special import ndtr
 
 from optprobe.curvature.operator import CurvatureOperator
 
 
 @dataclass(frozen=True)
 class SpectralDensity:
-    """φ on ``grid`` (∫φ = 1), the quadrature nodes θ and weights τ per start, and the negative mass."""
+    """φ on ``grid`` (∫φ = 1), the quadrature nodes θ and weights τ per start, and the negative mass
+    ∫_{−∞}^0 φ (with its standard error over starts)."""
 
     grid: np.ndarray
     density: np.ndarray
@@ -33,7 +38,7 @@ class SpectralDensity:
     n_hvps: int
 
     def mass_below(self, t: float) -> float:
-        """(1/n_starts) Σ_starts Σ_{θ_j < t} τ_j ≈ #{λ_i < t} / d."""
+        """(1/n_starts) Σ_starts Σ_{θ_j < t} τ_j ≈ #{λ_i < t} / d (a hard count: see the module docstring)."""
         return float(np.mean([w[n < t].sum() for n, w in zip(self.nodes, self.weights, strict=True)]))
 
 
@@ -46,11 +51,11 @@ def spectral_density(
     seed: int = 0,
     zero_tol: float = 1e-6,
 ) -> SpectralDensity:
-    """φ(t) = (1/n_v) Σ_l Σ_j τ_j^l g_σ(t − θ_j^l) by SLQ; negative mass = mean_l Σ_{θ_j^l < −z} τ_j^l.
+    """φ(t) = (1/n_v) Σ_l Σ_j τ_j^l g_σ(t − θ_j^l) by SLQ; negative mass = mean_l Σ_{|θ_j| > z} τ_j Φ(−θ_j/σ).
 
-    ``sigma`` defaults to 1% of the spread of the nodes; nodes within ``zero_tol``·max|θ| of 0 count as
-    zero, not negative (rounding puts the null space of a Hessian on either side). Cost: n_starts·steps
-    products, in ``steps`` calls on a stack of ``n_starts`` vectors.
+    ``sigma`` defaults to 1% of the spread of the nodes. Nodes within z = ``zero_tol``·max|θ| of 0 are an
+    exact null space (a Ritz value at ±1e-16 carrying its whole weight): counted as neither side. Cost:
+    n_starts·steps products, in ``steps`` calls on a stack of ``n_starts`` vectors.
     """
     if n_starts < 2:
         raise ValueError(f"n_starts must be at least 2 to give a standard error, got {n_starts}")
@@ -65,8 +70,13 @@ def spectral_density(
     for theta, tau in zip(nodes, weights, strict=True):
         density += (tau[None, :] * _gaussian(grid[:, None] - theta[None, :], sigma)).sum(axis=1)
     density /= n_starts
-    cut = -zero_tol * max(abs(lo), abs(hi))
-    per_start = np.array([tau[theta < cut].sum() for theta, tau in zip(nodes, weights, strict=True)])
+    zero = zero_tol * max(abs(lo), abs(hi))
+    per_start = np.array(
+        [
+            (tau * ndtr(-theta / sigma))[np.abs(theta) > zero].sum()
+            for theta, tau in zip(nodes, weights, strict=True)
+        ]
+    )
     se = float(per_start.std(ddof=1) / math.sqrt(n_starts))
     return SpectralDensity(
         grid, density, nodes, weights, sigma, float(per_start.mean()), se, op.n_hvps - before
