@@ -220,6 +220,8 @@ class Probe:
         )
         self.eval_loader = eval_loader
         self.periodic = list(periodic)
+        for metric in self.periodic:  # metrics of F (``on="eval"``) take its loader and seed here
+            metric.attach(eval_loader, self.config.seed)
         self.periodic_batch = periodic_batch
         self.step = 0
         self.epoch = 0
