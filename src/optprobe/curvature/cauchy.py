@@ -29,7 +29,8 @@ import torch
 from scipy import integrate, special
 from torch import Tensor
 
-from optprobe.curvature.hvp import HessianOperator, Partition
+from optprobe.curvature.hvp import Partition
+from optprobe.curvature.operator import CurvatureOperator
 from optprobe.curvature.probes import cauchy, probe_products
 from optprobe.errors import OptprobeError
 
@@ -49,7 +50,7 @@ class L11Estimate:
 
 
 def row_l1_norms(
-    op: HessianOperator,
+    op: CurvatureOperator,
     n_probes: int = 50,
     seed: int = 0,
     support: Tensor | None = None,
@@ -66,7 +67,7 @@ def row_l1_norms(
 
 
 def _row_estimates(
-    op: HessianOperator,
+    op: CurvatureOperator,
     n_probes: int,
     seed: int,
     support: Tensor | None,
@@ -138,7 +139,7 @@ def _row_medians(values: Tensor) -> Tensor:
 
 
 def hessian_l11(
-    op: HessianOperator,
+    op: CurvatureOperator,
     n_probes: int = 50,
     seed: int = 0,
     probes_at_once: int = 32,
@@ -153,7 +154,7 @@ def hessian_l11(
 
 
 def blockwise_smoothness(
-    op: HessianOperator,
+    op: CurvatureOperator,
     partition: Partition = "layer",
     n_probes: int = 50,
     seed: int = 0,

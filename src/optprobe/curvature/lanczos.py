@@ -13,7 +13,7 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
-from optprobe.curvature.hvp import HessianOperator
+from optprobe.curvature.operator import CurvatureOperator
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Spectrum:
 
 
 def sharpness(
-    op: HessianOperator,
+    op: CurvatureOperator,
     k: int = 1,
     bottom: bool = False,
     tol: float = 1e-4,
@@ -109,6 +109,6 @@ class _Basis:
         return w
 
 
-def spectral_norm(op: HessianOperator, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> float:
+def spectral_norm(op: CurvatureOperator, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> float:
     """‖H‖₂ = max(|λ_max|, |λ_min|)."""
     return sharpness(op, bottom=True, tol=tol, max_iter=max_iter, seed=seed).spectral_norm
