@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from optprobe.errors import OptprobeError
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "experiments", nargs="*", help="names from `optprobe list`, or paths to experiment TOML files"
     )
+    run.add_argument("--all", action="store_true", help="run every named experiment (`optprobe list`)")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -54,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run.add_argument("--seed", type=int, default=None, help="seed of every run (default: the config's)")
+    run.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="repeat every run over this many seeds: seed, seed+1, … (default: the experiment's seeds; 1 "
+        "with --quick)",
+    )
     run.add_argument("--quick", action="store_true", help="small settings for a smoke test (used in CI)")
     run.add_argument(
         "--from",
@@ -105,23 +114,34 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from optprobe.experiments.config import unmatched_run_overrides
-    from optprobe.experiments.registry import DEFAULT_SUITE, experiment_from_run_dir, get_experiment
+    from optprobe.experiments.registry import (
+        DEFAULT_SUITE,
+        experiment_from_run_dir,
+        experiment_names,
+        get_experiment,
+    )
     from optprobe.experiments.runner import Divergence, run_experiment
 
     _check_device(args.device)
+    if args.seeds is not None and args.seeds < 1:
+        raise OptprobeError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.all and (args.experiments or args.from_dir is not None):
+        raise OptprobeError("--all runs every named experiment: give no experiment names and no --from")
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     if args.from_dir is not None:
         if args.experiments:
             raise OptprobeError("give either experiment names or --from RUN_DIR, not both")
-        experiments = [experiment_from_run_dir(args.from_dir, overrides)]
+        experiments = [experiment_from_run_dir(args.from_dir, overrides)]  # that one run, its one seed
         args.out = args.out or Path("runs") / "reproduced"  # beside the original, not over it
     else:
-        names = args.experiments or list(DEFAULT_SUITE)
+        names = experiment_names() if args.all else args.experiments or list(DEFAULT_SUITE)
         strict = len(names) == 1  # with several experiments, runs.LABEL overrides apply where LABEL exists
         experiments = [get_experiment(name, overrides, args.quick, strict) for name in names]  # validate all
         unmatched = unmatched_run_overrides(overrides, experiments)
         if unmatched:
             raise OptprobeError(f"--set {unmatched[0]!r} names a run that none of {names} has")
+    if args.seeds is not None:
+        experiments = [replace(experiment, seeds=args.seeds) for experiment in experiments]
     args.out = args.out or Path("runs")
     start = time.perf_counter()
     run_dirs: list[Path] = []
