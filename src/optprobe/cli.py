@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_report)
 
-    compare = sub.add_parser("compare", help="one line per run: final values and verdicts")
+    compare = sub.add_parser(
+        "compare", help="one line per run (final values and verdicts), then one per experiment's finding"
+    )
     compare.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
     compare.set_defaults(handler=_compare)
     return parser
@@ -200,9 +202,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optprobe.report import compare, find_run_dirs
+    from optprobe.report import find_run_dirs, load_runs
+    from optprobe.report.findings import experiment_findings, finding_lines
+    from optprobe.report.runs import compare_runs
 
-    print(compare(find_run_dirs(args.runs)).to_string(index=False))
+    runs = load_runs(find_run_dirs(args.runs))
+    table = compare_runs(runs)
+    measured = [c for c in table.columns if not (table[c].astype(str) == "not measured").all()]
+    print(table[measured].to_string(index=False))  # a verdict no run measures is left out
+    findings = experiment_findings(runs)
+    if findings:
+        print("\nfindings (95% intervals across seeds):")
+        print("\n".join(finding_lines(findings)))
     return 0
 
 

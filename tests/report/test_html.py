@@ -29,17 +29,18 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_report_has_the_card_first_embedded_figures_and_no_external_resource(tmp_path, runs):
+def test_report_has_findings_first_then_cards_per_experiment_and_no_external_resource(tmp_path, runs):
     page = build_report([runs], tmp_path / "report")
     html = page.read_text(encoding="utf-8")
     assert page == tmp_path / "report" / "report.html"
-    card, experiment, metadata = (
-        html.index(s) for s in ("Assumption report card", "Experiment:", "Run metadata")
+    findings, experiment, card, metadata = (
+        html.index(s) for s in ("<h2>Findings</h2>", "Experiment:", "Assumption report card", "Run metadata")
     )
-    assert card < experiment < metadata
+    assert findings < experiment < card < metadata
+    assert '<details class="cards">' in html
     assert "local_convexity" in html and FINDING in html
     assert html.count("data:image/png;base64,") >= 8
-    assert "http" not in html and not re.search(r'(src|href)="(?!data:)', html)
+    assert "http" not in html and not re.search(r'(src|href)="(?!data:|#)', html)
     assert 'class="v v-holds-with-factor-α"' in html and 'class="v v-fails"' in html
     figures = tmp_path / "report" / "figures"
     assert {p.suffix for p in figures.iterdir()} == {".png", ".pdf"}
