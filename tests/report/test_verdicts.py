@@ -148,8 +148,18 @@ def test_edge_of_stability_uses_the_learning_rate_of_the_last_sharpness_row():
     lr = np.full(10, 0.1)
     at_edge = check_edge_of_stability(table(lr=lr, sharpness=[np.nan] * 9 + [19.5]), {"full_batch": True})
     assert at_edge.verdict is Label.HOLDS and at_edge.value == pytest.approx(0.975)
-    below = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9), {"full_batch": False})
-    assert below.verdict is Label.FAILS and "below" in below.detail and "minibatch" in below.detail
+    below = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9), {"full_batch": True})
+    assert below.verdict is Label.FAILS and "below" in below.detail
+    unknown = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9))  # a user's own run
+    assert unknown.verdict is Label.FAILS
+
+
+def test_edge_of_stability_is_not_measured_on_minibatch_runs():
+    """The prediction is for full-batch GD: a minibatch run gets no verdict (its ratio is in the detail)."""
+    lr = np.full(10, 0.1)
+    v = check_edge_of_stability(table(lr=lr, sharpness=[np.nan] * 9 + [19.5]), {"full_batch": False})
+    assert v.verdict is Label.NOT_MEASURED and math.isnan(v.value)
+    assert v.detail.startswith("not full-batch GD") and "ratio 0.975" in v.detail
 
 
 def test_random_scaling_identity_is_a_z_test_on_the_per_step_differences():

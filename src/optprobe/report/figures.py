@@ -40,8 +40,8 @@ SEED_BAND = (
 
 #: Ratio of largest to smallest |value| beyond which an axis goes log/symlog.
 DECADES_FOR_LOG = 100.0
-PANEL_SIZE = (7.5, 3.0)
-#: PNG resolution: a one-column figure with its legend is about 1250 px wide, readable at 1280 px.
+PANEL_SIZE = (6.8, 3.0)
+#: PNG resolution: a figure (one column of panels, legend on the right) is ≤ ~1280 px wide, unscaled.
 DPI = 130
 _THIN = {"lw": 0.6, "alpha": 0.35}
 
@@ -133,18 +133,29 @@ def _figure(runs: Runs, title: str, subject: str, panels: Sequence[Panel]) -> Fi
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, panel in zip(axes.flat, drawn, strict=False):
-        _draw_panel(ax, groups, panel)
+    seeds = [_draw_panel(ax, groups, panel) for ax, panel in zip(axes.flat, drawn, strict=False)]
     axes[-1, 0].set_xlabel("step t")
     fig.suptitle(title, fontsize=13, fontweight="bold")
-    fig.tight_layout()
+    fig.tight_layout()  # before the legends, so that they do not squeeze the axes
+    for ax, n in zip(axes.flat, seeds, strict=False):
+        _legend(ax, n)
     return fig
 
 
-def _draw_panel(ax: Axes, groups: Sequence[Group], panel: Panel) -> None:
+def _legend(ax: Axes, seeds: int) -> None:
+    """The legend outside the data, right of the axes (figures are saved with bbox "tight" to keep it)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    title = f"mean of {seeds} seeds, band min–max" if seeds > 1 else None
+    place = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+    ax.legend(fontsize=8, title=title, title_fontsize=8, **place)
+
+
+def _draw_panel(ax: Axes, groups: Sequence[Group], panel: Panel) -> int:
+    """Draw the panel's curves for every group; returns the most seeds a curve averages."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     plotted: list[np.ndarray] = []
-    k = 0
+    k, seeds = 0, 1
     for i, group in enumerate(groups):
         for curve in panel.curves:
             if curve.full_batch_only and not group.full_batch:
@@ -158,7 +169,7 @@ def _draw_panel(ax: Axes, groups: Sequence[Group], panel: Panel) -> None:
                 colour = colours[(k if len(groups) == 1 else i) % len(colours)]
                 label = curve.legend(column) if len(groups) == 1 else f"{group.label}: {curve.legend(column)}"
                 plotted.append(_plot(ax, per_seed, colour, label, curve.style))
-                k += 1
+                k, seeds = k + 1, max(seeds, len(per_seed))
     for y, label in panel.hlines:
         ax.axhline(y, color="0.3", lw=0.9, ls=":", label=label)
     if plotted:
@@ -168,8 +179,7 @@ def _draw_panel(ax: Axes, groups: Sequence[Group], panel: Panel) -> None:
     ax.set_title(panel.title, fontsize=10.5)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # outside the data, on the right (saved with bbox "tight")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return seeds
 
 
 def _values(table: pd.DataFrame, column: str, curve: Curve) -> pd.Series:
@@ -185,7 +195,6 @@ def _plot(
         mean, low, high = per_seed[0], None, None
     else:
         mean, low, high = seed_band(per_seed)
-        label = f"{label} (mean of {len(per_seed)} seeds)"
     line = {"lw": 1.4, "marker": "o" if len(mean) < 30 else None, "ms": 3, **style}
     ax.plot(mean.index, mean.to_numpy(), color=colour, label=label, **line)
     if low is None or high is None:
@@ -388,15 +397,14 @@ def r_med(runs: Runs) -> Figure | None:
         whiskers = None
         if len(frame) > 1:
             whiskers = np.vstack([mean - frame.min().to_numpy(), frame.max().to_numpy() - mean])
-            label = f"{label} (mean of {len(frame)} seeds)"
         ax.bar(x + (i - (len(groups) - 1) / 2) * width, mean, width, yerr=whiskers, capsize=2, label=label)
     ax.set_xticks(x, layers, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("R_med = max|H_ii| / median|H_ii|")
     _auto_scale(ax, np.concatenate([frame.to_numpy().ravel() for frame in values.values()]))
     ax.set_title("Uniformity of the Hessian diagonal per layer (lower = more uniform)", fontweight="bold")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
+    _legend(ax, max(len(frame) for frame in values.values()))
     return fig
 
 

@@ -254,7 +254,8 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
     """Edge of stability: final sharpness / (2/η), with η the learning rate on that row (or the last one).
 
     Holds ("at the edge of stability") when |ratio − 1| ≤ EOS_TOL; fails below or above the band.
-    The phenomenon is predicted for full-batch GD; the detail says when the run was minibatch.
+    The phenomenon is predicted for full-batch GD: a run whose run.json says ``full_batch`` is false
+    is "not measured" (the detail still gives the ratio).
     """
     key, assumption = "edge_of_stability", "edge of stability (sharpness ≈ 2/η)"
     statistic, criterion = "final sharpness / (2/η)", "|ratio − 1| ≤ 0.1"
@@ -266,7 +267,8 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
     ratio = float(sharp.iloc[-1]) * eta / 2.0
     detail = f"final sharpness {sharp.iloc[-1]:.3g}, 2/η = {2 / eta:.3g}"
     if info is not None and info.get("full_batch") is False:
-        detail += "; minibatch run (the prediction is for full-batch GD)"
+        detail = f"not full-batch GD (the prediction is for full-batch GD); {detail}, ratio {ratio:.3g}"
+        return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
     if abs(ratio - 1.0) <= EOS_TOL:
         return Verdict(
             key, assumption, statistic, ratio, criterion, Label.HOLDS, "at the edge of stability; " + detail
