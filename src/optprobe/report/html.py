@@ -118,7 +118,7 @@ def _finding_rows(item: ExperimentFinding) -> str:
         f'<br><span class="meta">{seeds} seed(s) per run</span></td>'
         f'<td{span} title="{escape(item.finding)}">{escape(short_finding(item.finding))}</td>'
     )
-    note = f'<br><span class="meta">{escape(item.note)}</span>' if item.note else ""
+    note = f'<br><span class="meta">{escape(item.note)}</span>' if item.note and checks else ""
     verdict = f"<td{span}>{_badge(str(item.outcome))}{note}</td>"
     if not checks:
         return f'<tr>{lead}<td colspan="4" class="detail">{escape(item.note)}</td>{verdict}</tr>'
