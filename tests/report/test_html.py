@@ -84,3 +84,16 @@ def test_compare_counts_steps_not_the_epoch_end_row_and_cli_errors_are_messages(
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty")]) == 2
     assert "optprobe: error: no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_seeds_of_a_run_or_of_a_sweep_point_share_one_curve_and_the_caption_says_how(tmp_path):
+    from optprobe.report.figures import SEED_BAND
+
+    for seed in (0, 1):
+        label = f"a__lr0.1_seed{seed}"
+        table = synthetic_table(steps=30, seed=seed, curvature=False)
+        write_run(tmp_path / "sweep" / label, table, experiment="demo_sweep", label=label, seed=seed)
+    html = build_report([tmp_path / "sweep"], tmp_path / "out").read_text(encoding="utf-8")
+    assert SEED_BAND in html
+    write_run(tmp_path / "one" / "b", synthetic_table(steps=30, curvature=False), experiment="d", label="b")
+    assert SEED_BAND not in build_report([tmp_path / "one"], tmp_path / "out1").read_text(encoding="utf-8")

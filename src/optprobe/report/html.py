@@ -163,9 +163,9 @@ def _experiment(name: str, runs: list[Run], finding: ExperimentFinding | None, f
     texts = dict.fromkeys(str(r.info["finding"]) for r in runs if r.info.get("finding"))
     if finding is not None and finding.finding:
         texts = {finding.finding: None}
-    triples = [(r.label, r.table, r.info) for r in runs]
+    triples = [(_curve_label(r.label), r.table, r.info) for r in runs]
     saved = make_figures(triples, figure_dir, prefix=f"{_slug(name)}__")
-    seeded = len({r.label for r in runs}) < len(runs)
+    seeded = len({label for label, _, _ in triples}) < len(runs)
     labels = dict.fromkeys(r.label for r in runs)
     counts = {label: sum(r.label == label for r in runs) for label in labels}
     listed = ", ".join(f"{label} ×{n} seeds" if n > 1 else label for label, n in counts.items())
@@ -196,6 +196,11 @@ def _experiment(name: str, runs: list[Run], finding: ExperimentFinding | None, f
     return "\n".join(parts)
 
 
+def _curve_label(label: str) -> str:
+    """A sweep run's label without its seed (``sgdm__lr0.1_seed2`` → ``sgdm__lr0.1``): seeds are one curve."""
+    return re.sub(r"_seed-?\d+$", "", label) if "__" in label else label
+
+
 def _checks(finding: ExperimentFinding) -> str:
     """The finding's verdict and each check with its detail (what was measured on which runs)."""
     head = f"<p><strong>Verdict:</strong> {_badge(str(finding.outcome))}"
@@ -224,8 +229,10 @@ def _metadata(run: Run) -> str:
         fields["warnings"] = ", ".join(f"{k}: {n}" for k, n in info["warnings"].items())
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in fields.items())
     config = escape(json.dumps(info.get("probe_config", {}), indent=1, default=str))
+    seed = f" (seed {info['seed']})" if "seed" in info else ""
     return (
-        f'<details><summary><strong>{escape(run.label)}</strong> <span class="meta">{escape(str(run.path))}'
+        f'<details><summary><strong>{escape(run.label)}</strong>{escape(seed)} <span class="meta">'
+        f"{escape(str(run.path))}"
         f"</span></summary><table>{rows}</table><p>probe config</p><pre>{config}</pre></details>"
     )
 
