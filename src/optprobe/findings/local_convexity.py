@@ -3,8 +3,8 @@
 Finding: along SGDM and AdamW paths on CIFAR-10 and GPT-2 the averaged convexity gaps against x_{t−1}
 are consistently negative ("locally convex on average"), though single steps can have positive gaps.
 Statistics: per seed the mean gap ḡ = (1/T) Σ_t inst_gap_t, and the share of averaged gaps that are < 0:
-the epoch-end avg_gap (reset each epoch, as the paper does) of a multi-epoch run, exp_gap at every step
-of a single-epoch (streaming) run, as the paper does for its language models.
+the epoch-end avg_gap when averages restart each epoch (the paper's image runs), else exp_gap at every
+step (its language models, whose averages never restart).
 """
 
 from __future__ import annotations
@@ -33,18 +33,27 @@ def positive_share(run: SeedRun, against: str = "prev") -> float:
     return float((gaps > 0).mean()) if len(gaps) else math.nan
 
 
+def resets_each_epoch(run: SeedRun) -> bool:
+    """Whether the run's averages restart at each epoch (probe window "epoch" over more than one epoch)."""
+    window = (run.info.get("probe_config") or {}).get("window", "epoch")
+    steps = _steps(run.table)
+    return window == "epoch" and "epoch" in steps.columns and steps["epoch"].nunique() > 1
+
+
 def averaged_gaps(run: SeedRun) -> pd.Series:
-    """The averaged gaps the paper plots: epoch-end avg_gap_prev per epoch for a multi-epoch run, else
-    exp_gap_prev_β at every step (its sign does not depend on its zero start's bias)."""
-    table = run.table
-    steps = table[table["event"] == "step"] if "event" in table.columns else table
-    epochs = steps["epoch"].nunique() if "epoch" in steps.columns else 1
-    if epochs > 1:
-        if "avg_gap_prev" not in steps.columns:
-            return pd.Series(dtype=float)
-        last = steps.dropna(subset=["avg_gap_prev"]).groupby("epoch").tail(1)
-        return pd.Series(last["avg_gap_prev"].to_numpy(float), index=last["epoch"].to_numpy())
-    return series(steps, f"exp_gap_prev_{BETA:g}")
+    """The averaged gaps the paper plots: epoch-end avg_gap_prev per epoch when the averages restart
+    each epoch, else exp_gap_prev_β at every step (its sign does not depend on its zero start's bias)."""
+    steps = _steps(run.table)
+    if not resets_each_epoch(run):
+        return series(steps, f"exp_gap_prev_{BETA:g}")
+    if "avg_gap_prev" not in steps.columns:
+        return pd.Series(dtype=float)
+    last = steps.dropna(subset=["avg_gap_prev"]).groupby("epoch").tail(1)
+    return pd.Series(last["avg_gap_prev"].to_numpy(float), index=last["epoch"].to_numpy())
+
+
+def _steps(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["event"] == "step"] if "event" in table.columns else table
 
 
 def negative_share(run: SeedRun) -> float:
@@ -55,8 +64,8 @@ def negative_share(run: SeedRun) -> float:
 
 def _windows(seeds: Sequence[SeedRun]) -> str:
     sizes = [len(averaged_gaps(run)) for run in seeds]
-    multi = bool(seeds) and seeds[0].table.get("epoch", pd.Series([0])).nunique() > 1
-    kind = "epochs (epoch-end avg_gap)" if multi else f"steps (exp_gap, β = {BETA:g})"
+    per_epoch = bool(seeds) and resets_each_epoch(seeds[0])
+    kind = "epochs (epoch-end avg_gap)" if per_epoch else f"steps (exp_gap, β = {BETA:g}, never reset)"
     return f"{kind} per seed: {sizes}"
 
 
