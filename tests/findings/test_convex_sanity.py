@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from tran_tables import seeds, step_table
 
+from optprobe.experiments.registry import get_experiment
 from optprobe.findings import Outcome
 from optprobe.findings.convex_sanity import test as finding
 
-CRITERION = {"convex_share": 1.0, "corr_below": 0.0, "ratio_above": 1.0}
+CRITERION = get_experiment("convex_sanity").criterion  # the shipped experiment file's numbers
 
 
 def convex_runs(positive_gaps: int = 0, ratio: float = 2.0):

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 from tran_tables import seeds, step_table
 
+from optprobe.experiments.registry import get_experiment
 from optprobe.findings import Outcome
 from optprobe.findings.local_convexity import averaged_gaps
 from optprobe.findings.local_convexity import test as finding
 
-CRITERION = {"mean_gap_below": 0.0, "negative_share_above": 0.8}
+CRITERION = get_experiment("local_convexity").criterion  # the shipped experiment file's numbers
 
 
 def _ema(x: np.ndarray, beta: float = 0.99) -> np.ndarray:
