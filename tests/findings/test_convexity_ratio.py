@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from tran_tables import seeds, step_table
 
 from optprobe.experiments.registry import get_experiment
 from optprobe.findings import Outcome
 from optprobe.findings.convexity_ratio import test as finding
+
+from .tran_tables import seeds, step_table
 
 CRITERION = get_experiment("convexity_ratio").criterion  # the shipped experiment file's numbers
 CONFIG = {"reference": "pilot", "epochs": 6, "pilot_epochs": 12}

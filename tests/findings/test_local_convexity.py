@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tran_tables import seeds, step_table
 
 from optprobe.experiments.registry import get_experiment
 from optprobe.findings import Outcome
 from optprobe.findings.local_convexity import averaged_gaps
 from optprobe.findings.local_convexity import test as finding
+
+from .tran_tables import seeds, step_table
 
 CRITERION = get_experiment("local_convexity").criterion  # the shipped experiment file's numbers
 
