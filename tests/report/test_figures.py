@@ -63,7 +63,7 @@ def test_seeds_of_a_run_are_one_mean_curve_with_a_min_max_band():
     runs = _seeds("gd", 3, True)
     fig = FIGURES["full_loss"](runs)
     ax = fig.axes[0]
-    lines = [line for line in ax.get_lines() if line.get_label() == "F(x_t)"]
+    lines = [line for line in ax.get_lines() if line.get_label() == "F($x_{t}$)"]  # mathtext
     assert len(lines) == 1  # one curve for the three seeds
     per_seed = pd.concat([series(t, "full_loss") for _, t, _ in runs], axis=1)
     assert np.allclose(lines[0].get_ydata(), per_seed.mean(axis=1).to_numpy())

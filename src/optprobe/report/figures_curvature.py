@@ -1,0 +1,99 @@
+"""Layouts of the curvature findings: local smoothness against the gradient norm with the fitted (L0, L1)
+envelope (Orabona; Zhang et al.), and R_med per layer at equal training loss (Jiang et al. compare Adam and
+SGD+M at equal loss, not at equal step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from optprobe.curvature.relaxed import relaxed_smoothness
+from optprobe.report.figures_base import COLOURS, Group, Runs, auto_scale, finish_grid, grid, seed_groups
+from optprobe.report.notation import mpl_math
+from optprobe.report.verdicts import MIN_POINTS, paired
+
+
+def _pairs(group: Group) -> pd.DataFrame:
+    """(g, L) rows of every seed: full_grad_norm against inst_smooth_prev, or the minibatch grad_norm when
+    fewer than MIN_POINTS rows have the full one (as the report card's check does)."""
+    frames = []
+    for table in group.tables:
+        pairs = paired(table, "full_grad_norm", "inst_smooth_prev")
+        if len(pairs) < MIN_POINTS:
+            pairs = paired(table, "grad_norm", "inst_smooth_prev")
+        frames.append(pairs.set_axis(["g", "L"], axis=1))
+    return pd.concat(frames) if frames else pd.DataFrame(columns=["g", "L"])
+
+
+def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
+    """Per run, local smoothness L̂_t against ‖∇F(x_t)‖ (every seed's points), the envelope L0 + L1‖∇F‖
+    fitted to them (curvature/relaxed.py) and the constant L = max L̂_t; a log x-axis when ‖∇F‖ spans
+    decades."""
+    groups = [(g, p) for g in seed_groups(runs) if len(p := _pairs(g)) >= MIN_POINTS]
+    if not groups:
+        return None
+    fig, axes = grid(len(groups), "Local smoothness against gradient norm: the (L0, L1) envelope")
+    for ax, (group, pairs) in zip(axes, groups, strict=True):
+        g, s = pairs["g"].to_numpy(float), pairs["L"].to_numpy(float)
+        fit = relaxed_smoothness(g, s)
+        ax.scatter(g, s, s=9, alpha=0.45, color=COLOURS[0], label="L̂_t (every seed)")
+        grid_g = np.linspace(g.min(), g.max(), 200)
+        if g.max() > 0 and g.min() > 0 and g.max() / g.min() >= 100:
+            grid_g = np.geomspace(g.min(), g.max(), 200)
+        ax.plot(grid_g, fit.l0 + fit.l1 * grid_g, color=COLOURS[1], lw=1.8, label="fit L0 + L1‖∇F‖")
+        ax.axhline(float(s.max()), color="0.3", lw=1.0, ls="--", label="constant L = max L̂_t")
+        auto_scale(ax, g, axis="x")
+        name = "‖∇F(x_t)‖" if group.per_seed("full_grad_norm") else "‖g_t‖ (minibatch)"
+        ax.set_xlabel(mpl_math(name))
+        ax.set_ylabel(mpl_math("L̂_t"))
+        ax.set_title(f"{group.label}: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}", fontsize=10)
+    return finish_grid(fig, axes, 1)
+
+
+def _by_level(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows where R_med was measured at a loss level, indexed by ``r_med_level`` (first crossing only)."""
+    if "r_med_level" not in table.columns:
+        return pd.DataFrame()
+    levels = pd.to_numeric(table["r_med_level"], errors="coerce")
+    return table[np.isfinite(levels)].drop_duplicates("r_med_level").set_index("r_med_level").sort_index()
+
+
+def r_med_at_loss_levels(runs: Runs) -> Figure | None:
+    """Per layer, R_med = max|H_ii| / median|H_ii| at the curvature-batch loss levels (r_med_level, lower
+    loss to the right), one line per optimizer: the mean across seeds with a min–max band (one seed: its
+    bootstrap 95% interval), as Jiang et al. compare Adam and SGD+M at equal loss."""
+    groups = [(g, [_by_level(t) for t in g.tables]) for g in seed_groups(runs)]
+    groups = [(g, f) for g, f in groups if any(len(x) for x in f)]
+    layers = list(dict.fromkeys(c.split("/", 1)[1] for _, f in groups for x in f for c in x.columns
+                                if c.startswith("r_med/")))  # fmt: skip
+    if not layers:
+        return None
+    fig, axes = grid(len(layers), "R_med per layer at equal training loss (Jiang et al.)")
+    seeds = 1
+    for ax, layer in zip(axes, layers, strict=True):
+        values = []
+        for i, (group, frames) in enumerate(groups):
+            per_seed = [f[f"r_med/{layer}"].dropna() for f in frames if f"r_med/{layer}" in f.columns]
+            per_seed = [s for s in per_seed if len(s)]
+            if not per_seed:
+                continue
+            frame = pd.concat(per_seed, axis=1)
+            mean = frame.mean(axis=1)
+            if len(per_seed) > 1:
+                low, high = frame.min(axis=1), frame.max(axis=1)
+            else:
+                one = frames[0]
+                low, high = one.get(f"r_med_low/{layer}", mean), one.get(f"r_med_high/{layer}", mean)
+            colour = COLOURS[i % len(COLOURS)]
+            ax.plot(mean.index, mean.to_numpy(), "o-", color=colour, lw=1.6, ms=4, label=group.label)
+            ax.fill_between(mean.index, low.reindex(mean.index), high.reindex(mean.index), color=colour,
+                            alpha=0.2, lw=0)  # fmt: skip
+            values += [mean.to_numpy(), np.asarray(high, float)]
+            seeds = max(seeds, len(per_seed))
+        ax.invert_xaxis()  # training lowers the loss: later measurements to the right
+        auto_scale(ax, np.concatenate(values) if values else np.array([]))
+        ax.set_title(layer, fontsize=10.5)
+        ax.set_xlabel("curvature-batch loss level")
+        ax.set_ylabel(mpl_math("R_med"))
+    return finish_grid(fig, axes, seeds, xlabel="curvature-batch loss level")
