@@ -197,6 +197,21 @@ def test_variance_reduction():
     assert check_variance_reduction(table(grad_std=[1.0, 0.5])).verdict is Label.INCONCLUSIVE
 
 
+def test_too_few_values_are_counted_in_plain_english():
+    one = check_variance_reduction(table(grad_std=[1.0]))
+    assert one.verdict is Label.INCONCLUSIVE
+    assert one.detail.startswith("only 1 value (") and "values" not in one.detail.split("(")[0]
+    assert check_variance_reduction(table(grad_std=[1.0, 0.5])).detail.startswith("only 2 values (")
+
+
+def test_every_report_card_row_has_a_plain_explanation_and_a_source():
+    from optprobe.report.verdicts import ABOUT
+
+    keys = [v.key for v in assess(table(loss=np.ones(3)))]
+    assert sorted(keys) == sorted(ABOUT)
+    assert all(about.plain.endswith("?") and about.source for about in ABOUT.values())
+
+
 def test_pl_condition():
     v = check_pl(table(pl_ratio=[2.0, 1.0, 0.5, 3.0]))
     assert v.verdict is Label.HOLDS and v.params["mu"] == 0.5

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from optprobe.findings import Check
-from optprobe.report.figures import FIGURES, SEED_BAND, make_figures
+from optprobe.report.figures import SEED_BAND, figure_functions, make_figures
 from optprobe.report.findings import ExperimentFinding, experiment_findings, format_estimate, short_finding
+from optprobe.report.notation import html_math
 from optprobe.report.runs import Run, load_runs
-from optprobe.report.verdicts import Verdict
+from optprobe.report.verdicts import ABOUT, Label, Verdict
 
 REPORT_NAME = "report.html"
 #: run.json fields written by the experiment runner, shown in the metadata when present.
@@ -35,13 +36,18 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1280px;
        color: #1d1d1f; line-height: 1.45; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { overflow-wrap: anywhere; }
 .meta { color: #666; font-size: 0.9em; }
 table { border-collapse: collapse; width: 100%; margin: 0.6em 0 1.4em; font-size: 0.88em; }
-th, td { border: 1px solid #ddd; padding: 0.35em 0.55em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 0.35em 0.55em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #f3f3f5; }
-td.num { font-family: ui-monospace, monospace; text-align: right; white-space: nowrap; }
-td.detail { color: #555; font-size: 0.92em; }
-.v { font-weight: 600; white-space: nowrap; border-radius: 4px; padding: 0.1em 0.45em; }
+td.num { font-family: ui-monospace, monospace; text-align: right; }
+td.detail, .detail { color: #555; font-size: 0.92em; }
+.about { color: #555; font-size: 0.9em; display: block; margin-top: 0.15em; }
+.source { color: #888; font-size: 0.85em; font-style: italic; display: block; }
+.v { font-weight: 600; white-space: nowrap; border-radius: 4px; padding: 0.1em 0.45em;
+     display: inline-block; }
 .v-holds { background: #d4f5dc; color: #0b6b27; }
 .v-holds-with-factor-α { background: #fff1c2; color: #7a5a00; }
 .v-fails { background: #fddcdc; color: #a01818; }
@@ -49,12 +55,21 @@ td.detail { color: #555; font-size: 0.92em; }
 .v-not-measured { background: #fff; color: #999; font-weight: 400; }
 .v-reproduced { background: #d4f5dc; color: #0b6b27; }
 .v-not-reproduced { background: #fddcdc; color: #a01818; }
-table.findings td.exp { font-weight: 600; white-space: nowrap; }
-details.cards > summary { cursor: pointer; font-weight: 600; margin: 0.6em 0; }
+table.findings td.exp { font-weight: 600; }
+details > summary { cursor: pointer; }
+details.cards > summary { font-weight: 600; margin: 0.6em 0; }
+details.unmeasured { margin: -0.8em 0 1.2em; font-size: 0.88em; color: #555; }
+details.unmeasured li { margin: 0.15em 0; }
 .finding { background: #f5f8ff; border-left: 4px solid #4a74d9; padding: 0.5em 0.9em; margin: 0.8em 0; }
-figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.88em; }
-pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.82em; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.82em; max-width: 100%;
+      white-space: pre-wrap; overflow-wrap: anywhere; }
+code { overflow-wrap: anywhere; }
+@media (max-width: 820px) {
+  body { padding: 0 0.5em; } table { font-size: 0.8em; } th, td { padding: 0.25em 0.3em; }
+  .v { white-space: normal; }
+}
 """
 
 
@@ -72,8 +87,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     findings = {item.experiment: item for item in experiment_findings(runs)}
     body = [
         "<h1>optprobe report</h1>",
-        f'<p class="meta">{len(runs)} run(s), {len(groups)} experiment(s); '
-        f"generated {escape(time.strftime('%Y-%m-%d %H:%M'))}</p>",
+        f'<p class="meta">{len(runs)} run(s), {len(groups)} experiment(s); {_wall_times(runs)}<br>'
+        f"generated {escape(time.strftime('%Y-%m-%d %H:%M'))} by {_generator()}</p>",
         "<h2>Findings</h2>",
         _findings_table(list(findings.values())),
         *(
@@ -90,6 +105,35 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         encoding="utf-8",
     )
     return page
+
+
+def _text(text: str) -> str:
+    """Plain text for the page: escaped, with subscripts such as x_{t−1} as x<sub>t−1</sub>."""
+    return html_math(escape(text))
+
+
+def _generator() -> str:
+    """optprobe's version and the git commit of its source tree (when it is a checkout)."""
+    from optprobe import __version__
+    from optprobe.runinfo import source_commit
+
+    commit = source_commit()
+    return f"optprobe {escape(__version__)}" + (f" (commit {escape(commit)})" if commit else "")
+
+
+def _wall_times(runs: Sequence[Run]) -> str:
+    """Total training wall time of the runs that record it (run.json ``wall_seconds``)."""
+    recorded = (r.info.get("wall_seconds") for r in runs)
+    times = [float(t) for t in recorded if isinstance(t, (int, float))]
+    if not times:
+        return "wall time not recorded"
+    some = "" if len(times) == len(runs) else f" ({len(times)} of {len(runs)} runs record it)"
+    return f"total wall time {_duration(sum(times))}{some}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
 
 
 def _findings_table(findings: list[ExperimentFinding]) -> str:
@@ -116,7 +160,7 @@ def _finding_rows(item: ExperimentFinding) -> str:
     lead = (
         f'<td class="exp"{span}><a href="#exp-{_slug(item.experiment)}">{escape(item.experiment)}</a>'
         f'<br><span class="meta">{seeds} seed(s) per run</span></td>'
-        f'<td{span} title="{escape(item.finding)}">{escape(short_finding(item.finding))}</td>'
+        f'<td{span} title="{escape(item.finding)}">{_text(short_finding(item.finding))}</td>'
     )
     note = f'<br><span class="meta">{escape(item.note)}</span>' if item.note and checks else ""
     verdict = f"<td{span}>{_badge(str(item.outcome))}{note}</td>"
@@ -128,8 +172,8 @@ def _finding_rows(item: ExperimentFinding) -> str:
 
 def _check_cells(check: Check) -> str:
     return (
-        f"<td>{escape(check.statistic)}</td><td class=\"num\">{escape(format_estimate(check.estimate))}</td>"
-        f"<td>{escape(str(check.criterion))}</td><td>{_badge(str(check.outcome))}</td>"
+        f"<td>{_text(check.statistic)}</td><td class=\"num\">{escape(format_estimate(check.estimate))}</td>"
+        f"<td>{_text(str(check.criterion))}</td><td>{_badge(str(check.outcome))}</td>"
     )
 
 
@@ -138,23 +182,45 @@ def _badge(verdict: str) -> str:
 
 
 def _card(run: Run) -> str:
-    rows = "".join(_card_row(v) for v in run.verdicts)
+    """The run's report card: measured rows in a table, "not measured" rows collapsed with their reasons."""
+    measured = [v for v in run.verdicts if v.verdict is not Label.NOT_MEASURED]
+    missing = [v for v in run.verdicts if v.verdict is Label.NOT_MEASURED]
     state = "" if run.info.get("finished", False) else " <em>(unfinished run)</em>"
     seed = f" · seed {run.info['seed']}" if "seed" in run.info else ""
-    return (
+    head = (
         f'<h3>{escape(run.label)} <span class="meta">{escape(run.experiment)}{escape(seed)} · '
-        f"{escape(str(run.path))}</span>"
-        f"{state}</h3>\n<table><tr><th>assumption</th><th>statistic</th><th>value</th><th>criterion</th>"
-        f"<th>verdict</th><th>detail</th></tr>{rows}</table>"
+        f"{escape(str(run.path))}</span>{state}</h3>\n"
     )
+    table = ""
+    if measured:
+        rows = "".join(_card_row(v) for v in measured)
+        table = (
+            "<table><tr><th>assumption</th><th>statistic = value</th><th>criterion</th><th>verdict</th>"
+            f"<th>detail</th></tr>{rows}</table>"
+        )
+    if missing:
+        items = "".join(
+            f"<li><strong>{_text(v.assumption)}</strong>: {_text(v.detail)}</li>" for v in missing
+        )
+        table += (
+            f'<details class="unmeasured"><summary>{len(missing)} assumption(s) not measured in this run'
+            f"</summary><ul>{items}</ul></details>"
+        )
+    return head + (table or "<p>No assumption could be checked on this table.</p>")
 
 
 def _card_row(v: Verdict) -> str:
+    about = ABOUT.get(v.key)
+    explain = (
+        f'<span class="about">{_text(about.plain)}</span><span class="source">{_text(about.source)}</span>'
+        if about
+        else ""
+    )
     return (
-        f"<tr><td>{escape(v.assumption)}</td><td>{escape(v.statistic)}</td>"
-        f'<td class="num">{_fmt(v.value)}</td>'
-        f"<td>{escape(v.criterion)}</td><td>{_badge(str(v.verdict))}</td>"
-        f'<td class="detail">{escape(v.detail)}</td></tr>'
+        f"<tr><td>{_text(v.assumption)}{explain}</td>"
+        f'<td>{_text(v.statistic)} = <span class="num">{_fmt(v.value)}</span></td>'
+        f"<td>{_text(v.criterion)}</td><td>{_badge(str(v.verdict))}</td>"
+        f'<td class="detail">{_text(v.detail)}</td></tr>'
     )
 
 
@@ -164,7 +230,8 @@ def _experiment(name: str, runs: list[Run], finding: ExperimentFinding | None, f
     if finding is not None and finding.finding:
         texts = {finding.finding: None}
     triples = [(_curve_label(r.label), r.table, r.info) for r in runs]
-    saved = make_figures(triples, figure_dir, prefix=f"{_slug(name)}__")
+    saved = make_figures(triples, figure_dir, prefix=f"{_slug(name)}__", experiment=name)
+    functions = figure_functions(name)
     seeded = len({label for label, _, _ in triples}) < len(runs)
     labels = dict.fromkeys(r.label for r in runs)
     counts = {label: sum(r.label == label for r in runs) for label in labels}
@@ -173,27 +240,33 @@ def _experiment(name: str, runs: list[Run], finding: ExperimentFinding | None, f
         f'<h2 id="exp-{_slug(name)}">Experiment: {escape(name)}</h2>',
         f'<p class="meta">runs: {escape(listed)}</p>',
     ]
-    parts += [f'<p class="finding"><strong>Finding.</strong> {escape(f)}</p>' for f in texts]
+    parts += [f'<p class="finding"><strong>Finding.</strong> {_text(f)}</p>' for f in texts]
     if finding is not None:
         parts.append(_checks(finding))
     for fig_name, png in saved.items():
-        caption = (FIGURES[fig_name].__doc__ or "").strip().splitlines()[0]
+        caption = _caption(functions[fig_name].__doc__ or "")
         if seeded:
             caption += " " + SEED_BAND
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(
             f'<figure><img alt="{escape(fig_name)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(caption)} (<code>figures/{escape(png.stem)}.pdf</code>)</figcaption>"
+            f"<figcaption>{_text(caption)} (<code>figures/{escape(png.stem)}.pdf</code>)</figcaption>"
             "</figure>"
         )
     if not saved:
         parts.append("<p>No plottable metric in these runs.</p>")
     parts.append(
-        f'<details class="cards"><summary>Assumption report cards ({len(runs)} run(s))</summary>'
+        f'<details class="cards"><summary>Assumption report cards of {escape(name)} ({len(runs)} run(s)): '
+        "which textbook assumptions hold along each run</summary>"
         + "\n".join(_card(run) for run in runs)
         + "</details>"
     )
     return "\n".join(parts)
+
+
+def _caption(doc: str) -> str:
+    """A figure function's docstring up to its first blank line, as one line."""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
 
 
 def _curve_label(label: str) -> str:
@@ -206,9 +279,9 @@ def _checks(finding: ExperimentFinding) -> str:
     head = f"<p><strong>Verdict:</strong> {_badge(str(finding.outcome))}"
     head += f" {escape(finding.note)}</p>" if finding.note else "</p>"
     items = "".join(
-        f"<li>{_badge(str(c.outcome))} {escape(c.statistic)} = {escape(format_estimate(c.estimate))}, "
-        f"criterion {escape(str(c.criterion))}"
-        + (f'<br><span class="detail">{escape(c.detail)}</span>' if c.detail else "")
+        f"<li>{_badge(str(c.outcome))} {_text(c.statistic)} = {escape(format_estimate(c.estimate))}, "
+        f"criterion {_text(str(c.criterion))}"
+        + (f'<br><span class="detail">{_text(c.detail)}</span>' if c.detail else "")
         + "</li>"
         for c in finding.result.checks
     )
@@ -224,7 +297,10 @@ def _metadata(run: Run) -> str:
         fields["parameters"] = info["model"].get("parameters")
         fields["layers"] = len(info["model"].get("layers", []))
     env = info.get("environment", {})
-    fields |= {k: env[k] for k in ("python", "torch", "numpy", "optprobe", "platform", "gpu") if env.get(k)}
+    if isinstance(info.get("wall_seconds"), (int, float)):
+        fields["wall time"] = _duration(float(info["wall_seconds"]))
+    keys = ("optprobe", "git_commit", "python", "torch", "numpy", "platform", "gpu")
+    fields |= {k: env[k] for k in keys if env.get(k)}
     if info.get("warnings"):
         fields["warnings"] = ", ".join(f"{k}: {n}" for k, n in info["warnings"].items())
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in fields.items())

@@ -97,7 +97,7 @@ def _not_measured(key: str, assumption: str, statistic: str, criterion: str, nee
     )
 
 
-def _paired(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+def paired(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Rows where both columns are finite, as a two-column frame."""
     if a not in table.columns or b not in table.columns:
         return pd.DataFrame(columns=[a, b], dtype=float)
@@ -231,9 +231,9 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
     """
     key, assumption = "relaxed_smoothness", "(L0, L1) relaxed smoothness"
     statistic, criterion = "gain of L0 + L1‖∇‖ over constant L", "L1 > 0 and gain ≥ 0.1"
-    pairs = _paired(table, "full_grad_norm", "inst_smooth_prev")
+    pairs = paired(table, "full_grad_norm", "inst_smooth_prev")
     if len(pairs) < MIN_POINTS:
-        pairs = _paired(table, "grad_norm", "inst_smooth_prev")
+        pairs = paired(table, "grad_norm", "inst_smooth_prev")
     if len(pairs) < MIN_POINTS:
         return _not_measured(
             key, assumption, statistic, criterion, f"{MIN_POINTS}+ rows with inst_smooth_prev and a grad norm"
@@ -387,6 +387,11 @@ def check_stationarity(table: pd.DataFrame, info: RunInfo | None = None) -> Verd
     return Verdict(key, assumption, statistic, ratio, criterion, label, detail)
 
 
+def _too_few(n: int) -> str:
+    """Why a trend statistic was not computed: ``n`` finite values, fewer than MIN_POINTS."""
+    return f"only {n} value{'' if n == 1 else 's'} (a trend needs {MIN_POINTS} or more)"
+
+
 def _thirds_ratio(values: pd.Series) -> float:
     """mean of the last third / mean of the first third (NaN when the first third is all zero)."""
     third = len(values) // 3
@@ -405,9 +410,8 @@ def check_variance_reduction(table: pd.DataFrame, info: RunInfo | None = None) -
     if std.empty:
         return _not_measured(key, assumption, statistic, criterion, "grad_std")
     if len(std) < MIN_POINTS:
-        return Verdict(
-            key, assumption, statistic, math.nan, criterion, Label.INCONCLUSIVE, f"only {len(std)} values"
-        )
+        few = _too_few(len(std))
+        return Verdict(key, assumption, statistic, math.nan, criterion, Label.INCONCLUSIVE, few)
     ratio = _thirds_ratio(std)
     if not math.isfinite(ratio):
         detail = "grad_std is 0: the minibatch is the full batch, so there is no gradient noise to reduce"
@@ -503,6 +507,61 @@ def layer_values(table: pd.DataFrame, metric: str) -> dict[str, float]:
     columns = [c for c in table.columns if c.startswith(f"{metric}/")]
     last = {c.split("/", 1)[1]: series(table, c) for c in columns}
     return {layer: float(s.iloc[-1]) for layer, s in last.items() if not s.empty}
+
+
+@dataclass(frozen=True)
+class About:
+    """What a report-card row checks, in one plain sentence, and the paper section it comes from."""
+
+    plain: str
+    source: str
+
+
+_TRAN = "Tran, Zhang & Cutkosky"
+#: Verdict key → its plain explanation and source (shown under the assumption in the report card).
+ABOUT: dict[str, About] = {
+    "convexity_prev": About(
+        "Is the loss convex along the path: does every step's loss lie above the tangent drawn at the "
+        "previous point?", f"{_TRAN}, Sec. 3.1 (Fig. 1)"),
+    "convexity_average": About(
+        "Convex on average: are the tangent-line violations negative once averaged over the run, as "
+        "regret-style convergence proofs need?", f"{_TRAN}, Sec. 3.1 (Fig. 2)"),
+    "convexity_ref": About(
+        "Is the loss convex between each point and the reference solution x*?", f"{_TRAN}, Sec. 3.1"),
+    "convexity_ratio": About(
+        "Does the gradient point away from x* as much as a convex loss would (ratio ≥ 1), or only a "
+        "fraction of it (bounds then lose that factor)?", f"{_TRAN}, Sec. 3.2"),
+    "smoothness": About(
+        "Is there one smoothness constant L: does the largest measured gradient change per unit step stop "
+        "growing?", f"{_TRAN}, Sec. 4 (Fig. 4)"),
+    "relaxed_smoothness": About(
+        "Does local smoothness grow with the gradient norm, so that L0 + L1‖∇F‖ bounds it more tightly "
+        "than a constant?", "Orabona, part 4 ((L0, L1)-smoothness); Zhang et al. 2020"),
+    "edge_of_stability": About(
+        "Does full-batch GD drive the sharpness (largest Hessian eigenvalue) up to 2/η and keep it there?",
+        f"{_TRAN}, Sec. 4.1 (Fig. 5), after Cohen et al. 2021"),
+    "update_correlation": About(
+        "Does each step move against the gradient on average (the descent-lemma sign)?",
+        f"{_TRAN}, Sec. 4.2 (Figs. 6–7)"),
+    "random_scaling": About(
+        "With random scaling, does the summed update correlation track the summed loss change (an unbiased "
+        "estimate of progress)?", f"{_TRAN}, Sec. 4.3 (Fig. 8)"),
+    "stationarity": About(
+        "Does the full gradient shrink toward zero (convergence to a stationary point)?",
+        f"{_TRAN}, App. D.1"),
+    "variance_reduction": About(
+        "Does the minibatch gradient's noise shrink during training, as variance-reduction intuition says?",
+        f"{_TRAN}, App. D.2"),
+    "pl": About(
+        "Polyak–Łojasiewicz: is ½‖∇F‖² at least a fixed multiple of the gap to the optimum?",
+        "Karimi, Nutini & Schmidt 2016 (PL condition)"),
+    "linf_geometry": About(
+        "Is the Hessian close enough to diagonal (small ‖H‖₁,₁) for Adam's ℓ∞ analysis to beat SGD's?",
+        "Xie, Mohamadi & Li, Sec. 3.2 (Theorem 3.11)"),
+    "diagonal_uniformity": About(
+        "How uniform is the Hessian diagonal within each layer (largest / median entry)?",
+        "Jiang, Malik & Li, Sec. 4"),
+}
 
 
 Check = Callable[[pd.DataFrame, RunInfo | None], Verdict]
