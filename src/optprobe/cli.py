@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build the HTML report and figures of run directories")
     report.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
     report.add_argument(
-        "--out", type=Path, default=None, help="where to write (default: the first folder given)"
+        "--out", type=Path, default=None,
+        help="where to write (default: the folder given, or a 'report' folder beside the runs given)",
     )
     report.set_defaults(handler=_report)
 
@@ -194,9 +195,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from optprobe.report import build_report, find_run_dirs
+    from optprobe.report.runs import default_report_dir
 
     run_dirs = find_run_dirs(args.runs)
-    path = build_report(run_dirs, args.out or args.runs[0])
+    path = build_report(run_dirs, args.out or default_report_dir(args.runs))
     print(f"report: {path}")
     return 0
 

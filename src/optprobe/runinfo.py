@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,34 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git_commit": source_commit(),
         "argv": sys.argv,
     }
+
+
+def source_commit() -> str | None:
+    """The git commit of the optprobe source tree (``+dirty`` when its files differ from it), or None when
+    optprobe is not imported from a git checkout (an installed wheel) or git is unavailable."""
+    package = Path(__file__).resolve().parent
+    if not any((parent / ".git").exists() for parent in package.parents):
+        return None
+
+    def git(*args: str) -> str | None:
+        try:
+            command = ["git", "-C", str(package), *args]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or not any(Path(top).resolve() / sub == package for sub in ("src/optprobe", "optprobe")):
+        return None  # optprobe sits inside another project's repository (e.g. a virtualenv there)
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(package))
+    return commit + ("+dirty" if dirty else "")
 
 
 def finite_or_null(value: Any) -> Any:
@@ -68,7 +95,8 @@ def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``run.json`` (created with the environment when missing)."""
     path = run_dir / RUN_INFO
     info = read_run_info(run_dir) if path.exists() else {"created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    info.setdefault("environment", environment())
+    if "environment" not in info:
+        info["environment"] = environment()  # once per run: it imports torch and asks git
     info.update(fields)
     write_json_atomic(path, info)
     return info

@@ -68,6 +68,23 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return list(found)
 
 
+def default_report_dir(paths: Sequence[str | os.PathLike[str]]) -> Path:
+    """Where ``optprobe report PATHS`` writes without ``--out``: one folder of runs (not a run itself) is
+    its own report folder (as ``optprobe run`` does); otherwise a ``report`` folder beside the runs, in
+    their common parent, so that no run directory receives the report (``runs/exp/*`` → ``runs/exp/report``).
+    """
+    given = [Path(p) for p in paths]
+    if len(given) == 1 and not (given[0] / LOG_NAME).is_file():
+        return given[0]
+    try:
+        common = Path(os.path.commonpath([str(p) for p in given]))
+    except ValueError:  # relative and absolute paths mixed
+        common = Path(os.path.commonpath([str(p.absolute()) for p in given]))
+    if (common / LOG_NAME).is_file():  # one run directory (or the same one twice)
+        common = common.parent
+    return common / "report"
+
+
 def load_run(run_dir: str | os.PathLike[str]) -> Run:
     """Read a run directory (finished or not) and assess it."""
     path = Path(run_dir)
