@@ -1,6 +1,7 @@
 """The HTML report as a reader sees it: headless Chromium at 1280 px and 700 px.
 
-Fails on console errors, images that do not load, and any element wider than the viewport. Screenshots
+Fails on console errors, images that do not load, and any element wider than the viewport, folded and
+with every ``<details>`` (report cards, metadata) open. Screenshots
 are saved in the test's temporary folder. Chromium comes from the system's packages (``.ci/run``
 installs Debian's ``chromium`` when it is missing); without it the test is skipped with that message.
 """
@@ -60,7 +61,12 @@ def test_the_report_renders_cleanly_in_chromium(report: Path, width: int, tmp_pa
         page.screenshot(path=str(tmp_path / f"report-{width}.png"), full_page=True)
         broken, too_wide = page.evaluate(_BROKEN_IMAGES), page.evaluate(_OVERFLOW, width)
         scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+        page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+        page.screenshot(path=str(tmp_path / f"report-{width}-open.png"), full_page=True)
+        too_wide_open = page.evaluate(_OVERFLOW, width)  # the report cards and metadata, unfolded
+        scroll_width = max(scroll_width, page.evaluate("() => document.documentElement.scrollWidth"))
         browser.close()
     assert errors == [], f"console errors at {width} px: {errors}"
     assert broken == [], f"images that did not load at {width} px: {broken}"
     assert too_wide == [] and scroll_width <= width, f"wider than {width} px: {too_wide[:10]}"
+    assert too_wide_open == [], f"wider than {width} px with every <details> open: {too_wide_open[:10]}"

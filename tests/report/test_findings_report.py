@@ -81,7 +81,7 @@ def test_findings_table_is_the_first_screen_and_computed_from_the_runs(
     assert html.index("<h2>Findings</h2>") < html.index("Assumption report card")
     assert f'<span class="v v-{verdict.replace(" ", "-")}">{verdict}</span>' in table
     assert format_estimate(est) in table and f"&lt; {max_loss:g}" in table
-    assert ">The final loss of SGDM is below a bound.</td>" in table  # the full finding is its title
+    assert ">The final loss of SGDM is below a bound.</span></td>" in table  # the full finding is its title
     assert "3 seed(s) per run" in table
     assert "sgdm ×3 seeds" in html and "mean of 3 seeds" not in html  # legends are inside the PNGs
 

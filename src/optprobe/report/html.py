@@ -40,7 +40,8 @@ h3 { overflow-wrap: anywhere; }
 .meta { color: #666; font-size: 0.9em; }
 table { border-collapse: collapse; width: 100%; margin: 0.6em 0 1.4em; font-size: 0.88em; }
 th, td { border: 1px solid #ddd; padding: 0.35em 0.55em; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: break-word; }
+td.num, td code, td .path { overflow-wrap: anywhere; }
 th { background: #f3f3f5; }
 td.num { font-family: ui-monospace, monospace; text-align: right; }
 td.detail, .detail { color: #555; font-size: 0.92em; }
@@ -55,7 +56,8 @@ td.detail, .detail { color: #555; font-size: 0.92em; }
 .v-not-measured { background: #fff; color: #999; font-weight: 400; }
 .v-reproduced { background: #d4f5dc; color: #0b6b27; }
 .v-not-reproduced { background: #fddcdc; color: #a01818; }
-table.findings td.exp { font-weight: 600; }
+table.findings td.exp a { font-weight: 600; }
+table.findings td.exp .short { font-weight: 400; }
 details > summary { cursor: pointer; }
 details.cards > summary { font-weight: 600; margin: 0.6em 0; }
 details.unmeasured { margin: -0.8em 0 1.2em; font-size: 0.88em; color: #555; }
@@ -137,12 +139,13 @@ def _duration(seconds: float) -> str:
 
 
 def _findings_table(findings: list[ExperimentFinding]) -> str:
-    """One row block per experiment: finding, each check (statistic, estimate, criterion), verdict."""
+    """One row block per experiment: experiment, verdict and finding, then each check (statistic, estimate,
+    criterion, check verdict); five columns, so that the table wraps at words on a narrow screen."""
     if not findings:
         return "<p>No experiment runs: a run with no run.json <code>experiment</code> has no finding.</p>"
     head = (
-        '<table class="findings"><tr><th>experiment</th><th>finding</th><th>statistic</th>'
-        "<th>value [95% interval] (n seeds)</th><th>criterion</th><th>check</th><th>verdict</th></tr>"
+        '<table class="findings"><tr><th>experiment: verdict, finding</th><th>statistic</th>'
+        "<th>value [95% interval] (n seeds)</th><th>criterion</th><th>check</th></tr>"
     )
     rows = "".join(_finding_rows(item) for item in findings)
     legend = (
@@ -157,17 +160,17 @@ def _finding_rows(item: ExperimentFinding) -> str:
     checks = item.result.checks
     span = f' rowspan="{max(1, len(checks))}"'
     seeds = item.seeds[0] if item.seeds[0] == item.seeds[1] else f"{item.seeds[0]}–{item.seeds[1]}"
+    note = f"; {escape(item.note)}" if item.note and checks else ""
     lead = (
-        f'<td class="exp"{span}><a href="#exp-{_slug(item.experiment)}">{escape(item.experiment)}</a>'
-        f'<br><span class="meta">{seeds} seed(s) per run</span></td>'
-        f'<td{span} title="{escape(item.finding)}">{_text(short_finding(item.finding))}</td>'
+        f'<td class="exp"{span} title="{escape(item.finding)}">'
+        f'<a href="#exp-{_slug(item.experiment)}">{escape(item.experiment)}</a> {_badge(str(item.outcome))}'
+        f'<br><span class="meta">{seeds} seed(s) per run{note}</span>'
+        f'<br><span class="short">{_text(short_finding(item.finding))}</span></td>'
     )
-    note = f'<br><span class="meta">{escape(item.note)}</span>' if item.note and checks else ""
-    verdict = f"<td{span}>{_badge(str(item.outcome))}{note}</td>"
     if not checks:
-        return f'<tr>{lead}<td colspan="4" class="detail">{escape(item.note)}</td>{verdict}</tr>'
+        return f'<tr>{lead}<td colspan="4" class="detail">{escape(item.note)}</td></tr>'
     cells = [_check_cells(c) for c in checks]
-    return f"<tr>{lead}{cells[0]}{verdict}</tr>" + "".join(f"<tr>{c}</tr>" for c in cells[1:])
+    return f"<tr>{lead}{cells[0]}</tr>" + "".join(f"<tr>{c}</tr>" for c in cells[1:])
 
 
 def _check_cells(check: Check) -> str:
