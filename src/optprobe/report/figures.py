@@ -54,7 +54,7 @@ EXPERIMENT_FIGURES: dict[str, dict[str, FigureFn]] = {
     "update_correlation": {"update_correlation": tran.update_correlation_per_run},
     "convexity_ratio": {"convexity_ratio": tran.convexity_ratio_per_reference},
     "rotation": {
-        "rotation_loss": xie_orabona.rotation_loss,
+        "optimality_gap": xie_orabona.rotation_loss,  # the loss is the gap there (x* = 0), per optimizer
         "rotation_geometry": xie_orabona.rotation_geometry,
     },
     "scale_freeness": {

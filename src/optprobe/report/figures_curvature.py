@@ -61,8 +61,9 @@ def _by_level(table: pd.DataFrame) -> pd.DataFrame:
 
 def r_med_at_loss_levels(runs: Runs) -> Figure | None:
     """Per layer, R_med = max|H_ii| / median|H_ii| at the curvature-batch loss levels (r_med_level, lower
-    loss to the right), one line per optimizer: the mean across seeds with a min–max band (one seed: its
-    bootstrap 95% interval), as Jiang et al. compare Adam and SGD+M at equal loss."""
+    loss to the right), one line per optimizer: the mean across seeds with min–max whiskers (one seed: its
+    bootstrap 95% interval over the sampled coordinates), as Jiang et al. compare Adam and SGD+M at equal
+    loss."""
     groups = [(g, [_by_level(t) for t in g.tables]) for g in seed_groups(runs)]
     groups = [(g, f) for g, f in groups if any(len(x) for x in f)]
     layers = list(dict.fromkeys(c.split("/", 1)[1] for _, f in groups for x in f for c in x.columns
@@ -86,10 +87,11 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
                 one = frames[0]
                 low, high = one.get(f"r_med_low/{layer}", mean), one.get(f"r_med_high/{layer}", mean)
             colour = COLOURS[i % len(COLOURS)]
-            ax.plot(mean.index, mean.to_numpy(), "o-", color=colour, lw=1.6, ms=4, label=group.label)
-            ax.fill_between(mean.index, low.reindex(mean.index), high.reindex(mean.index), color=colour,
-                            alpha=0.2, lw=0)  # fmt: skip
-            values += [mean.to_numpy(), np.asarray(high, float)]
+            low, high = low.reindex(mean.index).to_numpy(float), high.reindex(mean.index).to_numpy(float)
+            whiskers = np.vstack([mean.to_numpy() - low, high - mean.to_numpy()]).clip(min=0)
+            ax.errorbar(mean.index, mean.to_numpy(), yerr=whiskers, fmt="o-", color=colour, lw=1.6, ms=4,
+                        capsize=3, label=group.label)  # fmt: skip
+            values += [mean.to_numpy(), high]
             seeds = max(seeds, len(per_seed))
         ax.invert_xaxis()  # training lowers the loss: later measurements to the right
         auto_scale(ax, np.concatenate(values) if values else np.array([]))

@@ -62,8 +62,8 @@ def random_scaling_per_optimizer(runs: Runs) -> Figure | None:
 
 
 def update_correlation_per_run(runs: Runs) -> Figure | None:
-    """Per run, ⟨g_t, x_t − x_{t−1}⟩ per step (thin) and its running mean (thick), each on its own y-scale,
-    with the 0 line (< 0 on average: a descent direction, as on convex tasks)."""
+    """Per run, ⟨g_t, x_t − x_{t−1}⟩ per step (thin) and its running mean (thick), each panel's y-axis
+    fitted to the running mean and 0 (per-step spikes may leave it); < 0 on average: a descent direction."""
     groups = [g for g in seed_groups(runs) if g.per_seed("update_corr")]
     if not groups:
         return None

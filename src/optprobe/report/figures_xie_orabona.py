@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from optprobe.report.figures_base import (
@@ -34,7 +35,8 @@ def _pairs_figure(
     groups: list[Group], suffix: str, names: tuple[str, str], title: str, column: str, ylabel: str,
     per_seed: Any = None,
 ) -> Figure | None:  # fmt: skip
-    """One panel per family (label without ``suffix``): ``column`` of the plain run and of its twin."""
+    """One panel per family (label without ``suffix``): ``column`` of the plain run and of its twin, on a log
+    axis when it spans a decade."""
     if not groups:
         return None
     by_base = families(groups, (suffix,))
@@ -46,19 +48,26 @@ def _pairs_figure(
             if values:
                 plot_band(ax, values, COLOURS[i], names[1] if twin else names[0], {"lw": 1.6})
                 seeds = max(seeds, len(values))
-        ax.set_yscale("log")
+        _log_when_wide(ax)
         ax.set_title(base, fontsize=11)
         ax.set_ylabel(mpl_math(ylabel))
     return finish_grid(fig, axes, seeds)
 
 
+def _log_when_wide(ax: Axes) -> None:
+    """A log y-axis when the drawn values span a decade or more (a narrower range reads better linear)."""
+    low, high = ax.dataLim.y0, ax.dataLim.y1
+    if low > 0 and high / low >= 10:
+        ax.set_yscale("log")
+
+
 def rotation_loss(runs: Runs) -> Figure | None:
-    """As Table 1 of Xie et al., per optimizer: the loss (here the gap to the optimum, x* = 0) on a log
-    scale, on L(x) and on the rotated L(Rx); Adam's edge disappears under rotation, SGD's loss does not
-    change."""
+    """As Table 1 of Xie et al., per optimizer: the loss (here the gap to the optimum, x* = 0; log scale
+    when it spans a decade) on L(x) and on the rotated L(Rx); Adam's edge disappears under rotation, SGD's
+    loss does not change."""
     groups = [g for g in seed_groups(runs) if g.per_seed("loss")]
     title = "Loss on the quadratic and its rotation (Xie et al., Table 1)"
-    return _pairs_figure(groups, ROTATED, ("unrotated L(x)", "rotated L(Rx)"), title, "loss", "loss (log)")
+    return _pairs_figure(groups, ROTATED, ("unrotated L(x)", "rotated L(Rx)"), title, "loss", "loss")
 
 
 def rotation_geometry(runs: Runs) -> Figure | None:
@@ -100,13 +109,13 @@ def _mean_per_seed(group: Group, column: str) -> list[float]:
 
 
 def scale_free_quadratic(runs: Runs) -> Figure | None:
-    """Orabona's slides, per method: ‖x_t‖ on a log scale on f and on its preconditioned twin f̃_Λ (same
-    minimizer, Hessian ΛH): a scale-free method (Adam, AdaGrad, Lion) draws one curve, GD two."""
+    """Orabona's slides, per method: ‖x_t‖ (log scale when it spans a decade) on f and on its twin with
+    Hessian ΛH and the same minimizer: a scale-free method (Adam, AdaGrad, Lion) draws one curve, GD two."""
     groups = [g for g in seed_groups(runs) if g.info.get("task", "quadratic") == "quadratic"]
     groups = [g for g in groups if g.per_seed("param_norm")]
-    return _pairs_figure(groups, TWIN, ("f", "twin f̃_Λ (Hessian ΛH)"),
+    return _pairs_figure(groups, TWIN, ("f", "twin (Hessian ΛH, same minimizer)"),
                          "Scale-freeness on a quadratic: ‖x_t‖ on f and its preconditioned twin",
-                         "param_norm", "‖x_t‖ (log)")  # fmt: skip
+                         "param_norm", "‖x_t‖")  # fmt: skip
 
 
 def scale_free_resnet(runs: Runs) -> Figure | None:
@@ -121,7 +130,7 @@ def scale_free_resnet(runs: Runs) -> Figure | None:
 
     return _pairs_figure(groups, SCALED, ("F", "16·F (drawn ÷ 16)"),
                          "Scale-freeness on a ResNet without normalization: loss/c on F and c·F",
-                         "loss", "ℓ(x_t) / c (log)", per_seed)  # fmt: skip
+                         "loss", "ℓ(x_t) / c", per_seed)  # fmt: skip
 
 
 def _loss_scale(info: Mapping[str, Any]) -> float:

@@ -24,7 +24,7 @@ from typing import Any
 from optprobe.findings import Check
 from optprobe.report.figures import SEED_BAND, figure_functions, make_figures
 from optprobe.report.findings import ExperimentFinding, experiment_findings, format_estimate, short_finding
-from optprobe.report.notation import html_math
+from optprobe.report.notation import html_math, unicode_math
 from optprobe.report.runs import Run, load_runs
 from optprobe.report.verdicts import ABOUT, Label, Verdict
 
@@ -162,7 +162,7 @@ def _finding_rows(item: ExperimentFinding) -> str:
     seeds = item.seeds[0] if item.seeds[0] == item.seeds[1] else f"{item.seeds[0]}–{item.seeds[1]}"
     note = f"; {escape(item.note)}" if item.note and checks else ""
     lead = (
-        f'<td class="exp"{span} title="{escape(item.finding)}">'
+        f'<td class="exp"{span} title="{escape(unicode_math(item.finding))}">'
         f'<a href="#exp-{_slug(item.experiment)}">{escape(item.experiment)}</a> {_badge(str(item.outcome))}'
         f'<br><span class="meta">{seeds} seed(s) per run{note}</span>'
         f'<br><span class="short">{_text(short_finding(item.finding))}</span></td>'

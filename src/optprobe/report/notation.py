@@ -1,5 +1,5 @@
 """Subscripts written as text (``x_{t−1}``, ``x_(t−1)``, ``g_t``) rendered for a reader: HTML ``<sub>`` in
-the page, matplotlib mathtext (``$x_{t-1}$``) in figures.
+the page, Unicode subscripts in tooltips, matplotlib mathtext (``$x_{t-1}$``) in figures.
 
 A subscript is recognised only after a single symbol that does not continue a word (``x_t``, ``R_med``,
 ``Σ_t``, ``L̂_t``), so column names such as ``inst_gap_prev`` or ``r_med/<layer>`` stay as they are.
@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 
 _HAT = "\u0302"
-#: symbol (one letter, Greek, ℓ, ∇, optionally with a combining hat), then _{…}, _(…) or a short _abc.
+#: symbol (one letter, Greek, ℓ, ∇, optionally with a combining hat, or the bar closing a norm ‖H‖_{1,1}),
+#: then _{…}, _(…) or a short _abc.
 _SUBSCRIPT = re.compile(
-    r"(?<![\w\\$])([A-Za-zΑ-Ωα-ωℓ∇]" + _HAT + r"?)_(?:\{([^{}]+)\}|\(([^()]+)\)|([A-Za-z0-9]{1,3})(?!\w))"
+    r"((?<![\w\\$])[A-Za-zΑ-Ωα-ωℓ∇]" + _HAT + r"?|[‖|])"
+    r"_(?:\{([^{}]+)\}|\(([^()]+)\)|([A-Za-z0-9]{1,3})(?!\w))"
 )
 
 
@@ -39,6 +41,26 @@ def html_math(escaped: str) -> str:
     return _SUBSCRIPT.sub(sub, escaped)
 
 
+_UNICODE_SUB = str.maketrans("0123456789+-−=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ")
+
+
+def unicode_math(text: str) -> str:
+    """``text`` with every subscript that Unicode has characters for as those (``x_{t−1}`` → xₜ₋₁), for
+    places that take no markup (tooltips); other subscripts are left as written."""
+
+    def sub(match: re.Match[str]) -> str:
+        parts = _parts(match)
+        if parts is None:
+            return match.group(0)
+        base, index = parts
+        lowered = index.replace(" ", "")
+        if all(c in "0123456789+-−=()aehijklmnoprstuvx" for c in lowered):
+            return base + lowered.translate(_UNICODE_SUB)
+        return match.group(0)
+
+    return _SUBSCRIPT.sub(sub, text)
+
+
 def mpl_math(text: str) -> str:
     """``text`` with every subscripted symbol as mathtext: ``x_{t−1}`` → ``$x_{t-1}$``, ``L̂_t`` →
     ``$\\hat{L}_{t}$``; text with a ``$`` already is left as it is."""
@@ -53,7 +75,7 @@ def mpl_math(text: str) -> str:
         if base.endswith(_HAT):
             base = rf"\hat{{{base[0]}}}"
         index = index.replace("−", "-").replace(" ", r"\ ")
-        if len(index) > 1 and index.isalpha():
+        if len(index) > 2 and index.isalpha():
             index = rf"\mathrm{{{index}}}"  # a name (R_med), not a product of symbols
         return f"${base}_{{{index}}}$"
 
