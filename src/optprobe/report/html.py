@@ -1,11 +1,14 @@
 """The HTML report: a self-contained page (inline CSS, figures as base64 PNG) plus ``figures/*.png|pdf``.
 
-Layout: first the findings table, one row per experiment: its finding, each check's statistic with its
-value, 95% interval and number of seeds, the criterion, and the computed verdict (reproduced / not
-reproduced / inconclusive / not measured). Then, per experiment (run.json ``experiment``, or one group),
-its finding, its checks in detail, its figures (the seeds of a run drawn as one curve with a band), and
-the assumption report card of every run, collapsed; then the metadata of every run (runner fields,
-probe config, model, versions, warnings).
+Layout: a header with the optprobe version and git commit that built the page and the runs' wall time;
+the findings table, one row block per experiment: its verdict (reproduced / not reproduced / inconclusive
+/ not measured) and finding, each check's statistic with its value, 95% interval and number of seeds, the
+criterion and the check's verdict. Then, per experiment (run.json ``experiment``, or one group), its
+finding, its checks in detail, its figures (its paper's layout first, see
+:func:`~optprobe.report.figures.figure_functions`), and the assumption report card of every run,
+collapsed: each row with a plain explanation and its paper section, unmeasured rows folded with their
+reasons; then the metadata of every run (runner fields, probe config, model, versions, commit, warnings).
+Text such as ``x_{t−1}`` is rendered as x<sub>t−1</sub>; tables wrap at words down to ~700 px.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ th, td { border: 1px solid #ddd; padding: 0.35em 0.55em; text-align: left; verti
          overflow-wrap: break-word; }
 td.num, td code, td .path { overflow-wrap: anywhere; }
 th { background: #f3f3f5; }
-td.num { font-family: ui-monospace, monospace; text-align: right; }
+td.num { font-family: ui-monospace, monospace; text-align: right; white-space: nowrap; }
 td.detail, .detail { color: #555; font-size: 0.92em; }
 .about { color: #555; font-size: 0.9em; display: block; margin-top: 0.15em; }
 .source { color: #888; font-size: 0.85em; font-style: italic; display: block; }
@@ -70,7 +73,7 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.82em; 
 code { overflow-wrap: anywhere; }
 @media (max-width: 820px) {
   body { padding: 0 0.5em; } table { font-size: 0.8em; } th, td { padding: 0.25em 0.3em; }
-  .v { white-space: normal; }
+  .v, td.num { white-space: normal; } td.num { text-align: left; }
 }
 """
 
