@@ -27,9 +27,10 @@ from optprobe.experiments.config import ExperimentConfig
 ATTEMPTS = "ray_trial.jsonl"  # one line per start of a run's trial: node, worker PID, resumed or not
 DEFAULT_MAX_FAILURES = 3
 REPORT_EVERY_S = 1.0
+Resources = str | dict[str, float] | None  # "cpu=2,gpu=0.5", {"cpu": 2, "gpu": 0.5}, or the default
 
 
-def parse_resources(text: str | dict[str, float] | None, device: str = "cpu") -> dict[str, float]:
+def parse_resources(text: Resources, device: str = "cpu") -> dict[str, float]:
     """``"cpu=2,gpu=0.5"`` → ``{"cpu": 2.0, "gpu": 0.5}``; unset: one CPU, and one GPU when ``device`` is
     CUDA. Any other key is a custom Ray resource (``accelerator_type:H100=1``)."""
     wanted: dict[str, float] = {"cpu": 1.0, "gpu": 1.0 if device.startswith("cuda") else 0.0}
@@ -68,7 +69,7 @@ def run_on_tune(
     experiment: ExperimentConfig,
     storage_path: str | os.PathLike[str],
     device: str = "cpu",
-    resources: str | dict[str, float] | None = None,
+    resources: Resources = None,
     max_failures: int = DEFAULT_MAX_FAILURES,
     verbose: int = 1,
 ) -> list[Path]:
@@ -85,15 +86,12 @@ def run_on_tune(
     name = f"_tune-{sweep_key(experiment)}"
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, experiment=experiment, root=str(root), device=device),
-        parse_resources(resources, device),
-    )
+    runs = trainable(experiment, str(root), device, resources)
     if tune.Tuner.can_restore(root / name):
-        tuner = tune.Tuner.restore(str(root / name), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(root / name), runs, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
-            trainable,
+            runs,
             param_space={"label": tune.grid_search([run.label for run in experiment.runs])},
             run_config=tune.RunConfig(
                 name=name,
@@ -111,6 +109,17 @@ def run_on_tune(
         )
     _raise_first_divergence([r.metrics or {} for r in results])
     return [root / run.label for run in experiment.runs]
+
+
+def trainable(
+    experiment: ExperimentConfig, root: str, device: str = "cpu", resources: Resources = None
+) -> Any:
+    """The Tune trainable of a sweep: :func:`_trial` with the experiment, the sweep's folder and the
+    device bound, asking each trial for ``resources`` (see :func:`parse_resources`)."""
+    from ray import tune
+
+    bound = tune.with_parameters(_trial, experiment=experiment, root=root, device=device)
+    return tune.with_resources(bound, parse_resources(resources, device))
 
 
 def _raise_first_divergence(metrics: list[dict[str, Any]]) -> None:
