@@ -83,6 +83,7 @@ def run_on_tune(
             "--executor ray needs Ray Tune: pip install 'optprobe[ray]' (or pip install 'ray[tune]')"
         ) from None
     root = Path(storage_path).resolve() / experiment.name
+    started = time.time()
     name = f"_tune-{sweep_key(experiment)}"
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
@@ -107,8 +108,9 @@ def run_on_tune(
             f"{len(failed)} of {len(results)} trials failed after {max_failures} retries; the first: "
             f"{failed[0].error!r}. Run the same command again to retry them"
         )
-    _raise_first_divergence([r.metrics or {} for r in results])
-    return [root / run.label for run in experiment.runs]
+    run_dirs = [root / run.label for run in experiment.runs]
+    _raise_first_divergence(run_dirs, since=started)
+    return run_dirs
 
 
 def trainable(
@@ -122,13 +124,15 @@ def trainable(
     return tune.with_resources(bound, parse_resources(resources, device))
 
 
-def _raise_first_divergence(metrics: list[dict[str, Any]]) -> None:
-    """A run that diverged finished its table; like the local executor, the sweep then reports it."""
+def _raise_first_divergence(run_dirs: list[Path], since: float) -> None:
+    """Like the local executor, raise the first run's divergence (its table is complete up to it) once
+    every run is done; read from the runs' trial records, as Tune's own result files may be turned off."""
     from optprobe.experiments.runner import Divergence
 
-    messages = [m["diverged"] for m in metrics if m.get("diverged")]
-    if messages:
-        raise Divergence(messages[0])
+    for run_dir in run_dirs:
+        for attempt in read_attempts(run_dir):
+            if attempt.get("diverged") and attempt["time"] >= since:
+                raise Divergence(attempt["diverged"])
 
 
 def _trial(config: dict[str, Any], experiment: ExperimentConfig, root: str, device: str) -> None:
@@ -137,32 +141,26 @@ def _trial(config: dict[str, Any], experiment: ExperimentConfig, root: str, devi
     import torch
     from ray import tune
 
-    from optprobe.experiments.runner import Divergence, run_one
+    from optprobe.experiments.runner import CHECKPOINT, Divergence, run_one
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     run = next(r for r in experiment.runs if r.label == config["label"])
     run_dir = Path(root) / run.label
-    _record_attempt(run_dir, ray.get_runtime_context().get_node_id())
+    node = ray.get_runtime_context().get_node_id()
+    _record_attempt(run_dir, {"node_id": node, "resumed": (run_dir / CHECKPOINT).exists()})
     sink = TuneSink()
-    try:
+    try:  # under Ray, "cuda" is the GPU Ray gave the trial (CUDA_VISIBLE_DEVICES)
         run_one(run, run_dir, experiment, "cuda" if device.startswith("cuda") else device, False, [sink])
-    except Divergence as exc:  # the table ends at the divergence; retrying would change nothing
-        tune.report({**sink.last, "diverged": str(exc)})
+    except Divergence as exc:  # the table ends at the divergence and the run is finished: no retry
+        _record_attempt(run_dir, {"node_id": node, "diverged": str(exc)})
+        tune.report({**sink.last, "diverged": 1.0})
 
 
-def _record_attempt(run_dir: Path, node_id: str) -> None:
-    """Append where and as what this start of the run's trial ran, and whether it resumed a checkpoint."""
-    from optprobe.experiments.runner import CHECKPOINT
-
+def _record_attempt(run_dir: Path, fields: dict[str, Any]) -> None:
+    """Append a line about this start of the run's trial (node, worker PID, resumed?) or how it ended."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    line = {
-        "node_id": node_id,
-        "pid": os.getpid(),
-        "resumed": (run_dir / CHECKPOINT).exists(),
-        "time": time.time(),
-    }
     with open(run_dir / ATTEMPTS, "a") as f:
-        f.write(json.dumps(line) + "\n")
+        f.write(json.dumps({**fields, "pid": os.getpid(), "time": time.time()}) + "\n")
 
 
 def read_attempts(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
