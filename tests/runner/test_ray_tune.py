@@ -26,6 +26,7 @@ from optprobe.sinks import read_table
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optprobe[ray]'")
 tune = pytest.importorskip("ray.tune")
 from optprobe.experiments.ray_tune import (  # noqa: E402
+    TuneSink,
     parse_resources,
     read_attempts,
     sweep_key,
@@ -176,3 +177,17 @@ def test_the_sweep_command_passes_resources_to_the_ray_executor(monkeypatch, tmp
     args = ["sweep", "convex_sanity", "--grid", "lr=0.01", "--quick", "--out", str(tmp_path)]
     assert main([*args, "--executor", "ray", "--resources", "cpu=2,gpu=0.5"]) != 0
     assert seen == {"executor": "ray", "resources": "cpu=2,gpu=0.5"}
+
+
+def test_rows_reach_tune_as_they_are_written_and_the_last_on_close(monkeypatch):
+    reported: list[dict] = []
+    monkeypatch.setattr(tune, "report", lambda metrics: reported.append(metrics))
+    sink = TuneSink(every_s=3600)
+    sink.write({"step": 0, "loss": 2.0, "optimizer": "sgd"})  # the first row goes at once
+    sink.write({"step": 1, "loss": 1.5})
+    sink.write({"step": 2, "loss": 1.0})  # within every_s: kept, not yet reported
+    assert reported == [{"step": 0.0, "loss": 2.0}]
+    sink.close()
+    assert reported[-1] == {"step": 2.0, "loss": 1.0} and len(reported) == 2
+    sink.close()  # nothing new: no second report of the same row
+    assert len(reported) == 2
