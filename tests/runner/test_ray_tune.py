@@ -29,6 +29,7 @@ from optprobe.experiments.ray_tune import (  # noqa: E402
     TuneSink,
     parse_resources,
     read_attempts,
+    run_on_tune,
     sweep_key,
     trainable,
 )
@@ -164,6 +165,12 @@ def test_cuda_asks_tune_for_one_gpu_per_trial():
         parse_resources("gpu=0", "cuda")
     with pytest.raises(OptprobeError, match="key=value"):
         parse_resources("cpu", "cpu")
+
+
+def test_an_object_store_uri_is_refused_not_written_to_a_local_folder():
+    for uri in ("s3://bucket/runs", Path("gs://bucket/runs")):
+        with pytest.raises(OptprobeError, match="shared filesystem"):
+            run_on_tune(_experiment(), uri)
 
 
 def test_the_sweep_command_passes_resources_to_the_ray_executor(monkeypatch, tmp_path):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -82,6 +83,11 @@ def run_on_tune(
         raise OptprobeError(
             "--executor ray needs Ray Tune: pip install 'optprobe[ray]' (or pip install 'ray[tune]')"
         ) from None
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(storage_path)):  # s3://b is s3:/b once a Path
+        raise OptprobeError(
+            f"--out {storage_path}: the Ray executor writes run directories to a filesystem path; on a "
+            "cluster give a shared filesystem mounted at the same path on every node (NFS, s3fs, …)"
+        )
     root = Path(storage_path).resolve() / experiment.name
     started = time.time()
     name = f"_tune-{sweep_key(experiment)}"
