@@ -12,6 +12,7 @@ callbacks) through ``tune.report`` as the run writes them.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -108,6 +109,9 @@ def run_on_tune(
             ),
         )
     results = tuner.fit()
+    # Tune leaves placement-group managers in reference cycles whose __del__ calls into Ray: collected
+    # later in a forked child (the local executor's pool) they crash it, so collect them here and now
+    gc.collect()
     failed = [r for r in results if r.error is not None]
     if failed:
         raise OptprobeError(
