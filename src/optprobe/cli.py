@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--criterion", default="loss", help="table column to minimise (default: loss)")
     sweep.add_argument("--out", type=Path, default=Path("runs"))
     sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--resources", help="per Ray trial: cpu=2,gpu=0.5 (default cpu=1, gpu=1 on cuda)")
     sweep.add_argument("--quick", action="store_true")
     sweep.add_argument("--no-report", action="store_true")
     sweep.set_defaults(handler=_sweep)
@@ -171,7 +172,7 @@ def _sweep(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)
     experiment = expand(args.experiment, grid, args.seeds, args.overrides, args.quick)
     print(f"== {experiment.name}: {len(experiment.runs)} runs on the {args.executor} executor", flush=True)
-    run_dirs = run_sweep(experiment, args.out, args.executor, args.workers, args.device)
+    run_dirs = run_sweep(experiment, args.out, args.executor, args.workers, args.device, args.resources)
     best = best_settings(run_dirs, list(grid), args.criterion)
     print(best.to_string(index=False))
     if not args.no_report:

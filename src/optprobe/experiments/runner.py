@@ -18,7 +18,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from optprobe.files import write_atomic
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe, ProbeConfig
 from optprobe.runinfo import as_stored, read_run_info
+from optprobe.sinks import Sink
 
 CHECKPOINT = "checkpoint.pt"
 EVAL_CHUNK = 1024
@@ -69,9 +70,11 @@ def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
 
 
 def run_one(
-    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True
-) -> Path:
-    """Train one run with the Probe attached; skips a finished run and resumes an interrupted one."""
+    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
+    sinks: Sequence[Sink] = (),
+) -> Path:  # fmt: skip
+    """Train one run with the Probe attached; skips a finished run and resumes an interrupted one.
+    ``sinks`` receive the rows too (e.g. Ray Tune's reporter)."""
     if (run_dir / "run.json").exists():
         info = read_run_info(run_dir)
         _check_same_config(info.get("run_config"), asdict(run), run_dir)
@@ -96,6 +99,7 @@ def run_one(
         periodic=_curvature(run),
         periodic_batch=_curvature_batch(run, task, device),
         out_dir=run_dir,
+        sinks=sinks,
         if_exists="resume" if state is not None else "overwrite",
         run_info={
             "experiment": experiment.name,
