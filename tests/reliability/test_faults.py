@@ -300,3 +300,38 @@ def _unfinished(run_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(info, dict) and not info.get("finished")
+
+
+# ------------------------------------------------------------------------------------- divergence
+def test_a_divergence_is_recorded_and_said_again_by_every_later_command(base, tmp_path, capsys):
+    config, _ = _copy(base, tmp_path / "c")
+    out = tmp_path / "diverged"
+    args = ["run", str(config), "--out", str(out), *QUIET, "--set", "lr=1e4", "--set", "max_steps=200"]
+    args += ["--set", "keep_checkpoint=false"]
+    assert main(args) == 1
+    first = capsys.readouterr().err
+    run_dir = out / "fz" / "a"
+    record = json.loads((run_dir / "run.json").read_text())["divergence"]
+    assert record["policy"] == "stop" and record["loss"] in ("inf", "nan") and 0 < record["step"] < 199
+    assert f"at step {record['step']}" in first and "diverged" in first
+    assert not (run_dir / "checkpoint.pt").exists()  # finished: the checkpoint is dropped
+    before = snapshot(run_dir)
+    assert main(args) == 1  # the same command again: nothing to train, the divergence said again
+    assert f"at step {record['step']}" in capsys.readouterr().err and snapshot(run_dir) == before
+    assert main(["compare", str(run_dir)]) == 0
+    assert f"at step {record['step']}" in capsys.readouterr().err
+
+    from optprobe.report import load_run
+
+    card = {v.key: v for v in load_run(run_dir).verdicts}
+    assert card["divergence"].verdict == "fails" and f"step {record['step']}" in card["divergence"].detail
+    assert {v.verdict for v in card.values()} <= {"holds", "holds with factor α", "fails", "inconclusive",
+                                                  "not measured"}  # fmt: skip
+
+
+def test_a_finished_run_drops_its_checkpoint_unless_asked_to_keep_it(base, tmp_path):
+    assert (base / "out" / "fz" / "a" / "checkpoint.pt").exists()  # keep_checkpoint = true
+    config, _ = _copy(base, tmp_path / "c")
+    args = ["run", str(config), "--out", str(tmp_path / "new"), *QUIET, "--set", "keep_checkpoint=false"]
+    assert main(args) == 0
+    assert not (tmp_path / "new" / "fz" / "a" / "checkpoint.pt").exists()
