@@ -335,3 +335,16 @@ def test_a_finished_run_drops_its_checkpoint_unless_asked_to_keep_it(base, tmp_p
     args = ["run", str(config), "--out", str(tmp_path / "new"), *QUIET, "--set", "keep_checkpoint=false"]
     assert main(args) == 0
     assert not (tmp_path / "new" / "fz" / "a" / "checkpoint.pt").exists()
+
+
+def test_a_one_shot_generator_as_eval_loader_is_refused_at_construction():
+    import torch
+    from torch import nn
+
+    from optprobe.errors import OptprobeError
+    from optprobe.probe import Probe
+
+    batches = [(torch.randn(4, 2), torch.randn(4))]
+    with pytest.raises(OptprobeError, match="one-shot iterator.*list of batches"):
+        Probe(nn.Linear(2, 1), lambda m, b: m(b[0]).mean(), eval_loader=(b for b in batches), out_dir=None)
+    Probe(nn.Linear(2, 1), lambda m, b: m(b[0]).mean(), eval_loader=batches, out_dir=None)  # re-iterable
