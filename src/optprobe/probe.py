@@ -211,8 +211,8 @@ class Probe:
             )
         if isinstance(eval_loader, Iterator):  # a generator: read once, but F is measured again and again
             raise OptprobeError(
-                f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss F "
-                "is measured many times: pass a list of batches or a DataLoader"
+                f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
+                "F is measured many times: pass a list of batches or a DataLoader"
             )
         self.metrics = self._build_metrics()
         self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
