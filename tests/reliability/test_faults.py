@@ -348,3 +348,18 @@ def test_a_one_shot_generator_as_eval_loader_is_refused_at_construction():
     with pytest.raises(OptprobeError, match="one-shot iterator.*list of batches"):
         Probe(nn.Linear(2, 1), lambda m, b: m(b[0]).mean(), eval_loader=(b for b in batches), out_dir=None)
     Probe(nn.Linear(2, 1), lambda m, b: m(b[0]).mean(), eval_loader=batches, out_dir=None)  # re-iterable
+
+
+def test_output_into_a_closed_pipe_is_dropped_quietly():
+    """`optprobe list | head -1`: the reader leaves after one line; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "optprobe.cli", "list"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == b""
