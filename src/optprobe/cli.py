@@ -118,10 +118,17 @@ def _quiet_broken_pipes() -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
+def _version() -> str:
+    from optprobe import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optprobe", description="Test optimization theory against real training runs."
     )
+    parser.add_argument("--version", action="version", version=f"optprobe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run experiments (default: the default suite) and build the report")
