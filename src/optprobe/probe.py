@@ -22,7 +22,7 @@ per layer in one pass, hands the results to every metric and writes one row to i
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import math
 import numbers
 import os
@@ -48,12 +48,9 @@ from optprobe.evaluation import (
     detached_copy,
     trained_parameters,
 )
+from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, StepData, TrajectoryMetric, as_float
-from optprobe.metrics.convexity import ConvexityGap
-from optprobe.metrics.correlation import UpdateCorrelation
 from optprobe.metrics.fullbatch import FullBatchMetrics
-from optprobe.metrics.norms import Norms
-from optprobe.metrics.smoothness import Smoothness
 from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import as_stored, update_run_info
@@ -61,15 +58,16 @@ from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
 
-FAMILIES = ("convexity", "smoothness", "correlation", "norms")
+FAMILIES = ("convexity", "smoothness", "correlation", "norms")  # the default; any registered family works
 
 
 @dataclass
 class ProbeConfig:
     """What to measure and how often.
 
-    metrics: trajectory metric families to compute (any of ``FAMILIES``; ``("convexity",)`` is the
-        cheap "gaps only" set: one extra forward per measured step).
+    metrics: trajectory metric families to compute (by registered name, see
+        :mod:`optprobe.metrics.registry`; default ``FAMILIES``; ``("convexity",)`` is the cheap "gaps only"
+        set: one extra forward per measured step). ``Probe(metrics=[...])`` also takes metric instances.
     every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …). Each measured
         step is still one step (Δ_t = x_t − x_{t−1}); the cumulative sums (``cum_*``), windows and EMAs
         run over the measured steps only, so with every = k ``cum_update_corr`` sums one step in k.
@@ -107,12 +105,7 @@ class ProbeConfig:
                 raise OptprobeError(f"{name} must be an integer, got {value!r}")
             setattr(self, name, int(value))
         for name in self.metrics:
-            if name not in FAMILIES:
-                close = difflib.get_close_matches(name, FAMILIES, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise OptprobeError(
-                    f"unknown metric family {name!r}{hint}; choose from {', '.join(FAMILIES)}"
-                )
+            registry.check_family(name)
         if self.every < 1:
             raise OptprobeError(f"every must be a positive number of steps, got {self.every}")
         if self.full_batch_every < 0:
@@ -136,6 +129,8 @@ class Probe:
         model: the trained module (never copied, never switched between train and eval silently).
         loss_fn: ``loss_fn(model, batch) -> scalar Tensor``, the training objective without weight decay.
         config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
+        metrics: the trajectory metrics, in place of ``config.metrics``: registered family names and
+            :class:`~optprobe.metrics.base.TrajectoryMetric` instances (a class of your own works as is).
         optimizer: the optimizer, read at every step (never copied) for the learning rate of its first
             group and, under random scaling, ``last_scale`` and ``last_weight`` (also found inside a
             wrapper that keeps the optimizer as ``.optimizer``, as accelerate's does).
@@ -162,6 +157,7 @@ class Probe:
         loss_fn: LossFn,
         *,
         config: ProbeConfig | None = None,
+        metrics: Sequence[str | TrajectoryMetric] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         reference: str | os.PathLike[str] | nn.Module | Mapping[str, Tensor] | None = None,
         eval_loader: Iterable[Batch] | None = None,
@@ -179,6 +175,9 @@ class Probe:
         model = unwrap(model)  # under DDP: the module; the probe's own passes reduce across ranks
         self.model = model
         self.config = config or ProbeConfig()
+        if metrics is not None:  # the config records the family names; run.json also the classes
+            names = [m for m in metrics if isinstance(m, str)]
+            self.config = dataclasses.replace(self.config, metrics=tuple(names))
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
         if periodic and self.evaluator.sharded:
@@ -209,7 +208,7 @@ class Probe:
                 "built, so F(x*) is not the reference model's own loss: pass a reference with its buffers "
                 "(a module, or its full state_dict)",
             )
-        self.metrics = self._build_metrics()
+        self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
         self.fullbatch = (
             None
@@ -239,20 +238,10 @@ class Probe:
         )
 
     # ----------------------------------------------------------------------------------- set-up
-    def _build_metrics(self) -> list[TrajectoryMetric]:
+    def _build_metrics(self, entries: Sequence[str | TrajectoryMetric]) -> list[TrajectoryMetric]:
         c = self.config
-        targets = ["prev"] + (["ref"] if self.reference is not None else [])
-        metrics: list[TrajectoryMetric] = []
-        for family in c.metrics:
-            if family == "convexity":
-                metrics += [ConvexityGap(t, c.betas) for t in targets]
-            elif family == "smoothness":
-                metrics += [Smoothness(t, c.betas, c.per_layer) for t in targets]
-            elif family == "correlation":
-                metrics.append(UpdateCorrelation(c.per_layer))
-            elif family == "norms":
-                metrics.append(Norms(c.per_layer))
-        return metrics
+        targets = ("prev", "ref") if self.reference is not None else ("prev",)
+        return registry.build(entries, registry.Setup(c.betas, c.per_layer, targets))
 
     def _prepare_run_dir(
         self, out_dir: str | os.PathLike[str] | None, if_exists: str, run_info: Mapping[str, Any] | None
@@ -274,6 +263,7 @@ class Probe:
         update_run_info(
             run_dir,
             probe_config=asdict(self.config),
+            metric_classes=[type(m).__name__ for m in self.metrics],
             model={"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
             reference=self.reference is not None,
             finished=False,
@@ -610,6 +600,7 @@ class Probe:
         return {
             "version": 1,
             "config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
             "reference": self.reference is not None,
             "names": list(self.names),
             "shapes": [list(p.shape) for p in self.params.values()],
@@ -627,7 +618,12 @@ class Probe:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
-        ours = {"config": asdict(self.config), "reference": self.reference is not None, "names": self.names}
+        ours = {
+            "config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
+            "reference": self.reference is not None,
+            "names": self.names,
+        }
         for what, value in ((what, state.get(what)) for what in ours):
             if value is not None and as_stored(value) != as_stored(ours[what]):
                 raise OptprobeError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from optprobe.metrics.base import Needs, StepData
+from optprobe.metrics.registry import Setup, trajectory_family
 from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
@@ -34,3 +35,8 @@ class ConvexityGap(WindowedMetric):
             f"avg_gap_{suffix}": self.window.mean,
             **self.window.emas(f"exp_gap_{suffix}"),
         }
+
+
+@trajectory_family("convexity")
+def _convexity(setup: Setup) -> list[ConvexityGap]:
+    return [ConvexityGap(target, setup.betas) for target in setup.targets]

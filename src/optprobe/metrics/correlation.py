@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from optprobe.metrics.base import Needs, StepData, TrajectoryMetric, safe_ratio
+from optprobe.metrics.registry import Setup, trajectory_family
 
 
 class UpdateCorrelation(TrajectoryMetric):
@@ -48,3 +49,8 @@ class UpdateCorrelation(TrajectoryMetric):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.cumulative = {k: float(v) for k, v in state["cumulative"].items()}
+
+
+@trajectory_family("correlation")
+def _correlation(setup: Setup) -> UpdateCorrelation:
+    return UpdateCorrelation(setup.per_layer)

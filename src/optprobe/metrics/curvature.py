@@ -18,6 +18,7 @@ from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
 from optprobe.evaluation import Batch, Evaluator, Params
 from optprobe.metrics.base import PeriodicMetric
+from optprobe.metrics.registry import periodic_metric, periodic_metrics
 
 
 class _HessianMetric(PeriodicMetric):
@@ -30,6 +31,7 @@ class _HessianMetric(PeriodicMetric):
         return HessianOperator(evaluator, params, batch, chunk_size=self.chunk_size)
 
 
+@periodic_metric("sharpness")
 class Sharpness(_HessianMetric):
     """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``; with ``bottom``,
     ``sharpness_min`` = λ_min and ``spectral_norm`` = max(|λ_max|, |λ_min|)."""
@@ -58,6 +60,7 @@ class Sharpness(_HessianMetric):
         return out
 
 
+@periodic_metric("hessian_trace")
 class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H (Hutchinson) and ``hessian_trace_se``, its standard error."""
 
@@ -72,6 +75,7 @@ class HessianTrace(_HessianMetric):
         return {"hessian_trace": est.mean, "hessian_trace_se": est.se}
 
 
+@periodic_metric("diagonal_geometry")
 class DiagonalGeometry(_HessianMetric):
     """``r_med/<layer>`` with its bootstrap interval ``r_med_low/<layer>``, ``r_med_high/<layer>``,
     ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows) and ``r_med_loss``, the
@@ -125,6 +129,7 @@ class DiagonalGeometry(_HessianMetric):
         self.passed = int(state.get("passed", 0))
 
 
+@periodic_metric("hessian_l11")
 class HessianL11(_HessianMetric):
     """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``.
 
@@ -155,6 +160,7 @@ class HessianL11(_HessianMetric):
         return out
 
 
+@periodic_metric("singular_uniformity")
 class SingularUniformity(PeriodicMetric):
     """``effective_rank/<layer>`` and ``singular_r_med/<layer>`` of each weight matrix (no Hessian needed)."""
 
@@ -169,11 +175,6 @@ class SingularUniformity(PeriodicMetric):
         return out
 
 
-PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = {
-    "sharpness": Sharpness,
-    "hessian_trace": HessianTrace,
-    "diagonal_geometry": DiagonalGeometry,
-    "hessian_l11": HessianL11,
-    "singular_uniformity": SingularUniformity,
-}
-"""Config names of the scheduled curvature metrics (``curvature = [{ name = "sharpness", every = 50 }]``)."""
+PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = periodic_metrics()
+"""Config names of the periodic metrics (``curvature = [{ name = "sharpness", every = 50 }]``): those above
+and those registered in other files (see :mod:`optprobe.metrics.registry`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from optprobe.metrics.base import Needs, StepData, TrajectoryMetric
+from optprobe.metrics.registry import Setup, trajectory_family
 
 
 class Norms(TrajectoryMetric):
@@ -29,3 +30,8 @@ class Norms(TrajectoryMetric):
                 pairs = zip(data.layers, data.layer_norms(vector), strict=True)
                 row.update({f"{name}/{layer}": value for layer, value in pairs})
         return row
+
+
+@trajectory_family("norms")
+def _norms(setup: Setup) -> Norms:
+    return Norms(setup.per_layer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from optprobe.metrics.base import Needs, StepData, safe_ratio
+from optprobe.metrics.registry import Setup, trajectory_family
 from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
@@ -43,3 +44,8 @@ class Smoothness(WindowedMetric):
             pairs = zip(data.layers, data.layer_norms(dg), data.layer_norms(dx), strict=True)
             row.update({f"inst_smooth_{suffix}/{layer}": safe_ratio(a, b) for layer, a, b in pairs})
         return row
+
+
+@trajectory_family("smoothness")
+def _smoothness(setup: Setup) -> list[Smoothness]:
+    return [Smoothness(target, setup.betas, setup.per_layer) for target in setup.targets]
