@@ -51,12 +51,13 @@ from optprobe.evaluation import (
 from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, StepData, TrajectoryMetric, as_float
 from optprobe.metrics.fullbatch import FullBatchMetrics
-from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
+from optprobe.reductions import POINTS, VECTORS, Reduced, Reduction, Workspace, gradient_source, layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import as_stored, update_run_info
 from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
+from optprobe.snapshots import Snapshots
 
 FAMILIES = ("convexity", "smoothness", "correlation", "norms")  # the default; any registered family works
 
@@ -209,7 +210,11 @@ class Probe:
                 "(a module, or its full state_dict)",
             )
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
+        for metric in self.metrics:
+            metric.needs.check(type(metric).__name__)
         self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
+        given = {} if ref is None else {"ref": (self.reference, self.reference_buffers)}
+        self._snapshots = Snapshots(self.needs.points if self.metrics else (), given)
         self.fullbatch = (
             None
             if eval_loader is None
@@ -224,7 +229,6 @@ class Probe:
         self.epoch = 0
         self.rows_written = 0
         self.last_row: dict[str, Any] | None = None
-        self._prev: Params | None = None
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._workspace = Workspace()
         self._pending: _Pending | None = None
@@ -316,14 +320,11 @@ class Probe:
         pending, self._pending = self._pending, None
         t = self.step
         row = None
+        self._snapshots.before_measuring(self._point)
         if self._due(t):
             self._unscale_gradients()
             row = self._measure_step(t, pending, loss)
-        trajectory_next = self.metrics and (t + 1) % self.config.every == 0
-        if trajectory_next and self.needs.uses_prev:
-            self._snapshot_prev()
-        else:
-            self._prev = None
+        self._snapshots.after_step(t, self._point, self._trajectory_due)
         self.step += 1
         return row
 
@@ -360,10 +361,12 @@ class Probe:
         self.close()
 
     # --------------------------------------------------------------------------- measurement
+    def _trajectory_due(self, t: int) -> bool:
+        return bool(self.metrics) and t % self.config.every == 0
+
     def _due(self, t: int) -> bool:
-        c = self.config
         return (
-            bool(self.metrics and t % c.every == 0)
+            self._trajectory_due(t)
             or self._full_batch_due(t)
             or any(m.due(t) for m in self.periodic)
         )
@@ -384,7 +387,7 @@ class Probe:
             row["scale"] = float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0))
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
-        if self.metrics and t % self.config.every == 0:
+        if self._trajectory_due(t):
             row.update(self._trajectory(t, pending, loss_value, grads))
         if self.fullbatch is not None and self._full_batch_due(t):
             row.update(self._full_batch(t, grads))
@@ -410,37 +413,32 @@ class Probe:
         return row
 
     def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
-        needs = self.needs
-        finite = math.isfinite(loss)
         x = self._point()
         if self.evaluator.sharded:  # passes at x_(t-1) and x* load them into the live shards of x_t
             x = detached_copy(x)
-        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x}
-        prev = self._prev if finite and needs.uses_prev else None
-        if prev is not None:
-            sources["prev"] = prev
-        own_dots = {pair for pair in needs.dots if not any(v.endswith("_ref") for v in pair)}
-        prev_grad = "prev_grad" if needs.prev_grad else None
-        prev_loss, (data_dots, l1, linf) = self._measure_at(
-            prev, prev_grad, sources, own_dots, needs.l1, needs.linf, pending
-        )
-        ref_loss = math.nan
-        if finite and self.reference is not None and needs.uses_ref:
-            sources["ref"] = self.reference
-            ref_grad = "ref_grad" if needs.ref_grad else None
-            ref_dots = needs.dots - own_dots
-            with self.evaluator.buffers_of(self.reference_buffers):
-                ref_loss, (ref_sums, _, _) = self._measure_at(
-                    self.reference, ref_grad, sources, ref_dots, set(), set(), pending
+        points = self._snapshots.at(t) if math.isfinite(loss) else {}
+        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x, **points}
+        losses: dict[str, float] = {}
+        data_dots: dict = {}
+        l1: dict = {}
+        linf: dict = {}
+        for point, dots, l1_of, linf_of in self._passes(points):
+            grad_source = gradient_source(point) if point in self.needs.grads else None
+            buffers = None if point is None else self._snapshots.buffers(point)
+            with self.evaluator.buffers_of(buffers) if buffers is not None else contextlib.nullcontext():
+                point_loss, sums = self._measure_at(
+                    points.get(point), grad_source, sources, dots, l1_of, linf_of, pending
                 )
-            data_dots.update(ref_sums)
+            if point is not None:
+                losses[point] = point_loss
+            for into, part in zip((data_dots, l1, linf), sums, strict=True):
+                into.update(part)
         data = StepData(
             step=t,
             epoch=self.epoch,
             layers=self.layers,
             loss=loss,
-            prev_loss=prev_loss,
-            ref_loss=ref_loss,
+            losses=losses,
             scale=float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0)),
             scale_weight=float(getattr(_random_scaling(self.optimizer), "last_weight", 1.0)),
             dots=data_dots,
@@ -452,6 +450,27 @@ class Probe:
         for metric in self.metrics:
             row.update(metric.update(data))
         return row
+
+    def _passes(
+        self, points: Mapping[str, Params]
+    ) -> list[tuple[str | None, set[tuple[str, str]], set[str], set[str]]]:
+        """(point, dots, l1, linf) for each pass of a step, in the order of POINTS: one pass at each held
+        point where a loss or gradient is needed; what reads a gradient goes to that point's pass, the rest
+        to the first pass (or to a reduction without a pass when no point needs one)."""
+        needs = self.needs
+        at = [p for p in POINTS if p in points and p in needs.losses | needs.grads]
+        first = at[0] if at else None
+        plan = {p: (set(), set(), set()) for p in at or [None]}
+        for pair in needs.dots:
+            owner = VECTORS[pair[0]].grad_at or VECTORS[pair[1]].grad_at or first
+            if owner in plan:  # a gradient at a point not measured this step: the pair is NaN
+                plan[owner][0].add(pair)
+        for column, vectors in ((1, needs.l1), (2, needs.linf)):
+            for v in vectors:
+                owner = VECTORS[v].grad_at or first
+                if owner in plan:
+                    plan[owner][column].add(v)
+        return [(p, *plan[p]) for p in plan]
 
     def _measure_at(
         self,
@@ -553,13 +572,6 @@ class Probe:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
         return {name: local(p.detach()) for name, p in self.params.items()}
 
-    def _snapshot_prev(self) -> None:
-        if self._prev is None:
-            self._prev = detached_copy(self._point())
-        else:
-            for name, p in self._point().items():
-                self._prev[name].copy_(p)
-
     def _check_open(self) -> None:
         if self._closed:
             raise OptprobeError("this Probe is closed; build a new one (if_exists='resume' continues a run)")
@@ -609,7 +621,7 @@ class Probe:
             "rows_written": self.rows_written,
             "metrics": [m.state_dict() for m in self.metrics],
             "fullbatch": None if self.fullbatch is None else self.fullbatch.state_dict(),
-            "prev": None if self._prev is None else detached_copy(self._prev),
+            "snapshots": self._snapshots.state_dict(),
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
             "periodic": [m.state_dict() for m in self.periodic],
@@ -642,8 +654,13 @@ class Probe:
             metric.load_state_dict(metric_state)
         if self.fullbatch is not None and state["fullbatch"] is not None:
             self.fullbatch.load_state_dict(state["fullbatch"])
-        prev = state["prev"]
-        self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
+        snapshots = state.get("snapshots")
+        if snapshots is None:  # a checkpoint from before the table of points held x_{t−1} as "prev"
+            prev = state.get("prev")
+            snapshots = {"history": [] if prev is None else [(self.step - 1, prev)]}
+        self._snapshots.load_state_dict(
+            snapshots, lambda p: {k: v.to(self.params[k].device) for k, v in p.items()}, self.step > 0
+        )
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
         for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
@@ -666,12 +683,14 @@ def _random_scaling(optimizer: Any) -> Any:
 
 
 def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
-    """Refuse a checkpoint whose parameters had other shapes (older checkpoints: those of their x_{t−1})."""
+    """Refuse a checkpoint whose parameters had other shapes (without "shapes": those of a saved x_{t−1})."""
     if state.get("shapes") is not None:
         saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
         ours = {name: tuple(p.shape) for name, p in params.items()}
     else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
-        saved = {name: tuple(v.shape) for name, v in (state.get("prev") or {}).items()}
+        history = (state.get("snapshots") or {}).get("history") or [(None, {})]
+        point = state.get("prev") or history[0][1]  # a saved x_{t−1}: the old "prev", or the newest copy
+        saved = {name: tuple(v.shape) for name, v in point.items()}
         ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
     for name, shape in saved.items():
         if name in ours and shape != ours[name]:

@@ -20,14 +20,11 @@ class ConvexityGap(WindowedMetric):
         if against not in ("prev", "ref"):
             raise ValueError(f"against must be 'prev' or 'ref', got {against!r}")
         self.against = against
-        self.needs = Needs(
-            prev_loss=against == "prev", ref_loss=against == "ref", dots=frozenset({("g", f"dx_{against}")})
-        )
+        self.needs = Needs(losses=frozenset({against}), dots=frozenset({("g", f"dx_{against}")}))
         self.window = WindowStats(betas)
 
     def update(self, data: StepData) -> dict[str, float]:
-        other_loss = data.prev_loss if self.against == "prev" else data.ref_loss
-        gap = data.loss - other_loss - data.dot("g", f"dx_{self.against}")
+        gap = data.loss - data.loss_at(self.against) - data.dot("g", f"dx_{self.against}")
         self.window.add(gap)
         suffix = self.against
         return {

@@ -25,7 +25,7 @@ class UpdateCorrelation(TrajectoryMetric):
 
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
-        self.needs = Needs(prev_loss=True, dots=frozenset({("g", "dx_prev")}))
+        self.needs = Needs(losses=frozenset({"prev"}), dots=frozenset({("g", "dx_prev")}))
         self.cumulative = {"update_corr": 0.0, "update_corr_rs": 0.0, "loss_diff": 0.0}
 
     def update(self, data: StepData) -> dict[str, float]:
@@ -33,7 +33,7 @@ class UpdateCorrelation(TrajectoryMetric):
         values = {
             "update_corr": corr,
             "update_corr_rs": data.scale_weight * safe_ratio(corr, data.scale),
-            "loss_diff": data.loss - data.prev_loss,
+            "loss_diff": data.loss - data.loss_at("prev"),
         }
         for name, value in values.items():
             if math.isfinite(value):

@@ -25,9 +25,7 @@ class Smoothness(WindowedMetric):
         self.per_layer = per_layer
         dg, dx = f"dg_{against}", f"dx_{against}"
         self._pair = (dg, dx)
-        self.needs = Needs(
-            prev_grad=against == "prev", ref_grad=against == "ref", dots=frozenset({(dg, dg), (dx, dx)})
-        )
+        self.needs = Needs(grads=frozenset({against}), dots=frozenset({(dg, dg), (dx, dx)}))
         self.window = WindowStats(betas)
 
     def update(self, data: StepData) -> dict[str, float]:
