@@ -27,6 +27,7 @@ _BUILTIN = (
     "optprobe.metrics.smoothness",
     "optprobe.metrics.correlation",
     "optprobe.metrics.norms",
+    "optprobe.metrics.distance",
     "optprobe.metrics.curvature",
 )
 
