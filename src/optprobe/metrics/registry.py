@@ -28,6 +28,7 @@ _BUILTIN = (
     "optprobe.metrics.correlation",
     "optprobe.metrics.norms",
     "optprobe.metrics.distance",
+    "optprobe.metrics.update_cosine",
     "optprobe.metrics.curvature",
 )
 
