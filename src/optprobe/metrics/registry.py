@@ -30,6 +30,7 @@ _BUILTIN = (
     "optprobe.metrics.distance",
     "optprobe.metrics.update_cosine",
     "optprobe.metrics.curvature",
+    "optprobe.metrics.gradient_noise",
 )
 
 
