@@ -82,21 +82,20 @@ VECTORS: dict[str, Vector] = {
 
 def check_vectors(names: Iterable[str], owner: str) -> None:
     """Raise an :class:`OptprobeError` listing the known vectors if ``owner`` names an unknown one."""
-    unknown = sorted(set(names) - set(VECTORS))
-    if unknown:
-        raise OptprobeError(
-            f"{owner} names unknown vector(s) {', '.join(map(repr, unknown))}; known vectors: "
-            + ", ".join(f"{name} ({v.symbol})" for name, v in VECTORS.items())
-        )
+    _check_known(names, VECTORS, "vector", owner)
 
 
 def check_points(names: Iterable[str], owner: str) -> None:
     """Raise an :class:`OptprobeError` listing the known points if ``owner`` names an unknown one."""
-    unknown = sorted(set(names) - set(POINTS))
+    _check_known(names, POINTS, "point", owner)
+
+
+def _check_known(names: Iterable[str], table: Mapping[str, Point | Vector], kind: str, owner: str) -> None:
+    unknown = sorted(set(names) - set(table))
     if unknown:
         raise OptprobeError(
-            f"{owner} names unknown point(s) {', '.join(map(repr, unknown))}; known points: "
-            + ", ".join(f"{name} ({p.symbol})" for name, p in POINTS.items())
+            f"{owner} names unknown {kind}(s) {', '.join(map(repr, unknown))}; known {kind}s: "
+            + ", ".join(f"{name} ({row.symbol})" for name, row in table.items())
         )
 
 
