@@ -45,13 +45,13 @@ from optprobe.evaluation import (
     Params,
     RngState,
     batch_devices,
-    detached_copy,
     trained_parameters,
 )
+from optprobe.measurement import Pending, StepMeasurement
 from optprobe.metrics import registry
-from optprobe.metrics.base import Needs, PeriodicMetric, StepData, TrajectoryMetric, as_float
+from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
 from optprobe.metrics.fullbatch import FullBatchMetrics
-from optprobe.reductions import POINTS, VECTORS, Reduced, Reduction, Workspace, gradient_source, layer_of
+from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import as_stored, update_run_info
 from optprobe.sharding import evaluator_for, local
@@ -115,12 +115,6 @@ class ProbeConfig:
             raise OptprobeError(f"each EMA beta must lie in [0, 1), got {self.betas}")
         if self.window not in ("epoch", "none"):
             raise OptprobeError(f"window must be 'epoch' or 'none', got {self.window!r}")
-
-
-@dataclass
-class _Pending:
-    batch: Batch
-    rng: RngState | None
 
 
 class Probe:
@@ -212,9 +206,13 @@ class Probe:
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         for metric in self.metrics:
             metric.needs.check(type(metric).__name__)
-        self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
         given = {} if ref is None else {"ref": (self.reference, self.reference_buffers)}
-        self._snapshots = Snapshots(self.needs.points if self.metrics else (), given)
+        needs = Needs.union(m.needs for m in self.metrics)
+        self._snapshots = Snapshots(needs.points, given)
+        self._measurement = StepMeasurement(
+            self.metrics, self.evaluator, self.names, self.param_layers, self._snapshots, self._warn,
+            zero_update_undefined="smoothness" in self.config.metrics,  # Δ_t = 0: smoothness is 0/0
+        )  # fmt: skip
         self.fullbatch = (
             None
             if eval_loader is None
@@ -230,8 +228,7 @@ class Probe:
         self.rows_written = 0
         self.last_row: dict[str, Any] | None = None
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
-        self._workspace = Workspace()
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._closed = False
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
@@ -298,7 +295,7 @@ class Probe:
                 f"the batch is on {found} but the model's parameters are on {param_device}: move the batch "
                 "to the model's device before probe.begin_step(batch)"
             )
-        self._pending = _Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
+        self._pending = Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``; returns the row if one was written.
@@ -376,7 +373,7 @@ class Probe:
         every = self.config.full_batch_every
         return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
 
-    def _measure_step(self, t: int, pending: _Pending, loss: Tensor | float | None) -> dict[str, Any]:
+    def _measure_step(self, t: int, pending: Pending, loss: Tensor | float | None) -> dict[str, Any]:
         grads = self._gradients()
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
@@ -388,7 +385,11 @@ class Probe:
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self._trajectory_due(t):
-            row.update(self._trajectory(t, pending, loss_value, grads))
+            scaling = _random_scaling(self.optimizer)
+            row.update(self._measurement.measure(
+                t, self.epoch, self._point(), grads, loss_value, pending,
+                float(getattr(scaling, "last_scale", 1.0)), float(getattr(scaling, "last_weight", 1.0)),
+            ))  # fmt: skip
         if self.fullbatch is not None and self._full_batch_due(t):
             row.update(self._full_batch(t, grads))
         for metric in self.periodic:
@@ -411,115 +412,6 @@ class Probe:
                 "evaluation data or the loss",
             )
         return row
-
-    def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
-        x = self._point()
-        if self.evaluator.sharded:  # passes at x_(t-1) and x* load them into the live shards of x_t
-            x = detached_copy(x)
-        points = self._snapshots.at(t) if math.isfinite(loss) else {}
-        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x, **points}
-        losses: dict[str, float] = {}
-        data_dots: dict = {}
-        l1: dict = {}
-        linf: dict = {}
-        for point, dots, l1_of, linf_of in self._passes(points):
-            grad_source = gradient_source(point) if point in self.needs.grads else None
-            buffers = None if point is None else self._snapshots.buffers(point)
-            with self.evaluator.buffers_of(buffers) if buffers is not None else contextlib.nullcontext():
-                point_loss, sums = self._measure_at(
-                    points.get(point), grad_source, sources, dots, l1_of, linf_of, pending
-                )
-            if point is not None:
-                losses[point] = point_loss
-            for into, part in zip((data_dots, l1, linf), sums, strict=True):
-                into.update(part)
-        data = StepData(
-            step=t,
-            epoch=self.epoch,
-            layers=self.layers,
-            loss=loss,
-            losses=losses,
-            scale=float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0)),
-            scale_weight=float(getattr(_random_scaling(self.optimizer), "last_weight", 1.0)),
-            dots=data_dots,
-            l1=l1,
-            linf=linf,
-        )
-        self._check_step(data)
-        row: dict[str, float] = {}
-        for metric in self.metrics:
-            row.update(metric.update(data))
-        return row
-
-    def _passes(
-        self, points: Mapping[str, Params]
-    ) -> list[tuple[str | None, set[tuple[str, str]], set[str], set[str]]]:
-        """(point, dots, l1, linf) for each pass of a step, in the order of POINTS: one pass at each held
-        point where a loss or gradient is needed; what reads a gradient goes to that point's pass, the rest
-        to the first pass (or to a reduction without a pass when no point needs one)."""
-        needs = self.needs
-        at = [p for p in POINTS if p in points and p in needs.losses | needs.grads]
-        first = at[0] if at else None
-        plan = {p: (set(), set(), set()) for p in at or [None]}
-        for pair in needs.dots:
-            owner = VECTORS[pair[0]].grad_at or VECTORS[pair[1]].grad_at or first
-            if owner in plan:  # a gradient at a point not measured this step: the pair is NaN
-                plan[owner][0].add(pair)
-        for column, vectors in ((1, needs.l1), (2, needs.linf)):
-            for v in vectors:
-                owner = VECTORS[v].grad_at or first
-                if owner in plan:
-                    plan[owner][column].add(v)
-        return [(p, *plan[p]) for p in plan]
-
-    def _measure_at(
-        self,
-        point: Params | None,
-        grad_source: str | None,
-        sources: dict[str, Mapping[str, Tensor]],
-        dots: set[tuple[str, str]],
-        l1: set[str],
-        linf: set[str],
-        pending: _Pending,
-    ) -> tuple[float, Reduced]:
-        """(ℓ(point, z_t), reductions of ``sources``); with ``grad_source``, ∇ℓ(point, z_t) joins them.
-
-        The gradient is streamed: each tensor is reduced as backward produces it and then dropped, so
-        measuring at another point holds one gradient tensor at a time, never a whole gradient.
-        """
-        streamed = {grad_source} if point is not None and grad_source is not None else set()
-        reduction = Reduction(
-            set(sources) | streamed, dots, l1, linf, self._workspace, self.evaluator.over_ranks
-        )
-        loss = math.nan
-        if streamed:
-            loss = float(self.evaluator.stream_grad(
-                point, pending.batch,
-                lambda name, grad: reduction.add(name, {**sources, grad_source: {name: grad}}),
-                pending.rng,
-            ))  # fmt: skip
-        else:
-            if point is not None:
-                loss = float(self.evaluator.loss(point, pending.batch, pending.rng))
-            for name in self.names:
-                reduction.add(name, sources)
-        return loss, reduction.result(self.names, self.param_layers)
-
-    def _check_step(self, data: StepData) -> None:
-        if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
-            self._warn("non_finite_grad", f"step {data.step}: the gradient has non-finite entries")
-        if data.dot("g", "g") == 0.0:
-            self._warn(
-                "zero_gradient",
-                f"step {data.step}: every gradient entry is 0; if that is unexpected, call end_step after "
-                "loss.backward() and before optimizer.zero_grad()",
-            )
-        smoothness = "smoothness" in self.config.metrics  # the only metric a zero update makes undefined
-        measured = ("dx_prev", "dx_prev") in data.dots
-        if smoothness and measured and data.dot("dx_prev", "dx_prev") == 0.0:
-            self._warn(
-                "zero_update", f"step {data.step}: x_t = x_(t-1), so smoothness against x_(t-1) is NaN"
-            )
 
     def _periodic(self, metric: PeriodicMetric, t: int, batch: Batch) -> dict[str, float]:
         if self.periodic_batch is None:
