@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from optprobe.errors import OptprobeError
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "experiments", nargs="*", help="names from `optprobe list`, or paths to experiment TOML files"
     )
+    run.add_argument("--all", action="store_true", help="run every named experiment (`optprobe list`)")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -54,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run.add_argument("--seed", type=int, default=None, help="seed of every run (default: the config's)")
+    run.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="repeat every run over this many seeds: seed, seed+1, … (default: the experiment's seeds; 1 "
+        "with --quick)",
+    )
     run.add_argument("--quick", action="store_true", help="small settings for a smoke test (used in CI)")
     run.add_argument(
         "--from",
@@ -97,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_report)
 
-    compare = sub.add_parser("compare", help="one line per run: final values and verdicts")
+    compare = sub.add_parser(
+        "compare", help="one line per run (final values and verdicts), then one per experiment's finding"
+    )
     compare.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
     compare.set_defaults(handler=_compare)
     return parser
@@ -105,23 +116,34 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from optprobe.experiments.config import unmatched_run_overrides
-    from optprobe.experiments.registry import DEFAULT_SUITE, experiment_from_run_dir, get_experiment
+    from optprobe.experiments.registry import (
+        DEFAULT_SUITE,
+        experiment_from_run_dir,
+        experiment_names,
+        get_experiment,
+    )
     from optprobe.experiments.runner import Divergence, run_experiment
 
     _check_device(args.device)
+    if args.seeds is not None and args.seeds < 1:
+        raise OptprobeError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.all and (args.experiments or args.from_dir is not None):
+        raise OptprobeError("--all runs every named experiment: give no experiment names and no --from")
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     if args.from_dir is not None:
         if args.experiments:
             raise OptprobeError("give either experiment names or --from RUN_DIR, not both")
-        experiments = [experiment_from_run_dir(args.from_dir, overrides)]
+        experiments = [experiment_from_run_dir(args.from_dir, overrides)]  # that one run, its one seed
         args.out = args.out or Path("runs") / "reproduced"  # beside the original, not over it
     else:
-        names = args.experiments or list(DEFAULT_SUITE)
+        names = experiment_names() if args.all else args.experiments or list(DEFAULT_SUITE)
         strict = len(names) == 1  # with several experiments, runs.LABEL overrides apply where LABEL exists
         experiments = [get_experiment(name, overrides, args.quick, strict) for name in names]  # validate all
         unmatched = unmatched_run_overrides(overrides, experiments)
         if unmatched:
             raise OptprobeError(f"--set {unmatched[0]!r} names a run that none of {names} has")
+    if args.seeds is not None:
+        experiments = [replace(experiment, seeds=args.seeds) for experiment in experiments]
     args.out = args.out or Path("runs")
     start = time.perf_counter()
     run_dirs: list[Path] = []
@@ -180,9 +202,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optprobe.report import compare, find_run_dirs
+    from optprobe.report import find_run_dirs, load_runs
+    from optprobe.report.findings import experiment_findings, finding_lines
+    from optprobe.report.runs import compare_runs
 
-    print(compare(find_run_dirs(args.runs)).to_string(index=False))
+    runs = load_runs(find_run_dirs(args.runs))
+    table = compare_runs(runs)
+    measured = [c for c in table.columns if not (table[c].astype(str) == "not measured").all()]
+    print(table[measured].to_string(index=False))  # a verdict no run measures is left out
+    findings = experiment_findings(runs)
+    if findings:
+        print("\nfindings (95% intervals across seeds):")
+        print("\n".join(finding_lines(findings)))
     return 0
 
 

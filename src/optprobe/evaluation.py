@@ -171,6 +171,14 @@ class Evaluator:
         tensors = self._tensors(params)
         return scalar_loss(torch.func.functional_call(self._module, tensors, (batch,), strict=False))
 
+    def outputs_at(
+        self, fn: Callable[[nn.Module, Batch], Any], params: Mapping[str, Tensor], batch: Batch
+    ) -> Any:
+        """fn(model, batch) with the trained parameters replaced by ``params``, like :meth:`loss_at` (the
+        model's outputs for the Gauss–Newton matrix, when ``fn`` returns them)."""
+        module = _LossModule(self.model, fn)
+        return torch.func.functional_call(module, self._tensors(params), (batch,), strict=False)
+
     def loss(self, params: Mapping[str, Tensor], batch: Batch, rng: RngState | None = None) -> Tensor:
         """ℓ(params, batch), detached, with no graph built (averaged over ranks under DDP)."""
         with self.replay(rng), torch.no_grad():

@@ -222,6 +222,8 @@ class Probe:
         )
         self.eval_loader = eval_loader
         self.periodic = list(periodic)
+        for metric in self.periodic:  # metrics of F (``on="eval"``) take its loader and seed here
+            metric.attach(eval_loader, self.config.seed)
         self.periodic_batch = periodic_batch
         self.step = 0
         self.epoch = 0
@@ -237,6 +239,9 @@ class Probe:
             lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
             next(iter(self.params.values())).device,
         )
+        for sink in self.sinks:
+            if hasattr(sink, "start"):  # optional: trackers record the settings (and the βs of exp_* names)
+                sink.start(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self, entries: Sequence[str | TrajectoryMetric]) -> list[TrajectoryMetric]:
@@ -381,7 +386,9 @@ class Probe:
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            row["scale"] = float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0))
+            scaling = _random_scaling(self.optimizer)
+            if scaling is not None:  # s_t exists only under random scaling: no made-up 1.0 without it
+                row["scale"] = float(scaling.last_scale)
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
         if self._trajectory_due(t):

@@ -160,6 +160,16 @@ def test_random_scaling_correlation_divides_by_the_scale(spd_quadratic, tmp_path
     assert (t["scale"] == 2.5).all()
 
 
+def test_without_random_scaling_there_is_no_scale_column(spd_quadratic, tmp_path):
+    """s_t exists only under random scaling: a constant 1.0 would be a made-up value in every tracker."""
+    model = spd_quadratic
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = Probe(model, quadratic_loss, optimizer=opt, out_dir=tmp_path)
+    train(model, quadratic_loss, [None] * 4, opt, probe)
+    table = probe.table()
+    assert "scale" not in table.columns and "lr" in table.columns
+
+
 class _Delegating(torch.optim.Optimizer):
     """Accelerate's AcceleratedOptimizer in miniature: ``.optimizer`` inside, param_groups delegated."""
 

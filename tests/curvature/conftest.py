@@ -56,6 +56,17 @@ class Attention(nn.Module):
         return self.head(nn.functional.scaled_dot_product_attention(q, k, v).mean(dim=1))
 
 
+def spectrum_case(eigenvalues: list[float], basis: int | None = 1234) -> Case:
+    """ℓ(x) = ½ xᵀ Q diag(λ) Qᵀ x, so H = Q diag(λ) Qᵀ exactly, with Q orthogonal from the QR of a Gaussian
+    matrix drawn from seed ``basis`` (None: the global generator)."""
+    n = len(eigenvalues)
+    gen = None if basis is None else torch.Generator().manual_seed(basis)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    a = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    batch = (torch.zeros(1, dtype=torch.float64),)
+    return Case("spectrum", Evaluator(Quadratic(a), lambda m, b: m(b[0])), batch)
+
+
 def _mse(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     return 0.5 * ((model(batch[0]) - batch[1]) ** 2).sum(dim=1).mean()
 
@@ -68,9 +79,7 @@ def make_case(name: str) -> Case:
     torch.manual_seed(0)
     dt = torch.float64
     if name == "quadratic":
-        q, _ = torch.linalg.qr(torch.randn(12, 12, dtype=dt))
-        a = q @ torch.diag(torch.tensor([5.0, 3.0, 2.5] + [1.0] * 6 + [-0.5, -1.0, -2.0], dtype=dt)) @ q.T
-        return Case(name, Evaluator(Quadratic(a), lambda m, b: m(b[0])), (torch.zeros(1, dtype=dt),))
+        return spectrum_case([5.0, 3.0, 2.5] + [1.0] * 6 + [-0.5, -1.0, -2.0], basis=None)
     if name == "mlp":
         model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(dt)
         return Case(

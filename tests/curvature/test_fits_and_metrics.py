@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,7 +84,17 @@ def test_metric_columns():
     case = make_case("mlp")
     args = (case.evaluator, case.params, case.batch, 0)
     sharp = Sharpness(every=5, k=2, bottom=True, tol=1e-6).compute(*args)
-    assert set(sharp) == {"sharpness", "sharpness_2", "sharpness_hvps", "sharpness_min", "spectral_norm"}
+    assert set(sharp) == {
+        "sharpness",
+        "sharpness_2",
+        "sharpness_hvps",
+        "sharpness_converged",
+        "sharpness_min",
+        "spectral_norm",
+    }
+    assert sharp["sharpness_converged"] == 1.0
+    capped = Sharpness(tol=1e-14, max_iter=3).compute(*args)
+    assert capped["sharpness_converged"] == 0.0 and capped["sharpness_hvps"] == 3.0
     assert sharp["spectral_norm"] == max(abs(sharp["sharpness"]), abs(sharp["sharpness_min"]))
     assert set(HessianTrace(n_probes=10).compute(*args)) == {"hessian_trace", "hessian_trace_se"}
     geo = DiagonalGeometry(per_layer=4).compute(*args)
@@ -94,9 +106,12 @@ def test_metric_columns():
     assert geo["r_med_loss"] == pytest.approx(float(case.evaluator.loss(case.params, case.batch)))
     assert all(geo[f"r_med_low/{b}"] <= geo[f"r_med/{b}"] * (1 + 1e-12) for b in ("0", "2"))
     l11 = HessianL11(n_probes=11, partition="layer").compute(*args)
+    assert math.isnan(l11["hessian_l11_se"])  # one group of probes: no spread to measure
+    assert HessianL11(n_probes=20).compute(*args)["hessian_l11_se"] > 0
     assert set(l11) == {
         "hessian_l11",
         "hessian_l11_per_dim",
+        "hessian_l11_se",
         "blockwise_smoothness/0",
         "blockwise_smoothness/2",
     }

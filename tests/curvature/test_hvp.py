@@ -117,6 +117,22 @@ def test_failing_method_falls_back_once_with_one_warning(cube, rows, failed, use
     torch.testing.assert_close(second, first, rtol=0, atol=0)
 
 
+def test_train_mode_batchnorm_stacks_use_forward_over_reverse_without_fallback():
+    """The module docstring's claim: vmap traces train-mode BatchNorm, so no warning and no fallback."""
+    from optprobe.curvature.hvp import _FAILED
+
+    from .conftest import make_case
+
+    case = make_case("batchnorm")
+    assert case.evaluator.model.training
+    v = torch.randn(4, case.operator().dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProbeWarning)
+        products = case.operator()(v)
+    assert case.evaluator.model not in _FAILED["forward"]
+    torch.testing.assert_close(products, v @ case.hessian().T, rtol=1e-10, atol=1e-12)
+
+
 def test_hvp_leaves_buffers_rng_and_grads_alone(case):
     model = case.evaluator.model
     buffers = {k: b.clone() for k, b in model.named_buffers()}

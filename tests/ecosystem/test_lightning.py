@@ -51,6 +51,9 @@ def test_lightning_fit_is_probed_with_replayed_dropout_and_accumulation(tmp_path
     np.testing.assert_allclose(steps["grad_norm"], module.pre_clip_norms, rtol=1e-5)
     assert max(module.pre_clip_norms) > 0.1  # clipping was active: the check above could fail
     assert (table["event"] == "epoch_end").sum() == 0  # no eval_loader, so no epoch-end rows
+    # the trainer's logger gets the last step's values under the tracker sinks' names
+    logged = float(trainer.callback_metrics["optprobe/norms/grad_norm"])
+    assert logged == pytest.approx(steps["grad_norm"].iloc[-1], rel=1e-6)
 
 
 def _squared_loss(module, batch):

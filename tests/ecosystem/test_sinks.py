@@ -31,13 +31,21 @@ def test_names_are_namespaced_by_family_and_nan_is_skipped():
     )
 
 
-def _probed_run(tmp_path, sink, epochs=2):
+def test_ema_names_hold_the_index_of_beta_not_its_value():
+    betas = (0.99, 0.9)
+    assert tag("exp_gap_prev_0.99", betas) == "optprobe/convexity/exp_gap_prev_beta0"
+    assert tag("exp_gap_ref_0.9", betas) == "optprobe/convexity/exp_gap_ref_beta1"
+    assert tag("exp_smooth_prev_0.9/fc1", betas) == "optprobe/smoothness/layers/exp_smooth_prev_beta1/fc1"
+    assert tag("avg_gap_prev", betas) == "optprobe/convexity/avg_gap_prev"
+
+
+def _probed_run(tmp_path, sink, epochs=2, betas=(0.99,)):
     x, y = torch.randn(32, 3), torch.randn(32)
     model = nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
     probe = Probe(model, mse_loss, optimizer=opt, eval_loader=[(x, y)], out_dir=tmp_path / "run",
-                  sinks=[sink], config=ProbeConfig(per_layer=True))  # fmt: skip
+                  sinks=[sink], config=ProbeConfig(per_layer=True, betas=betas))  # fmt: skip
     train(model, mse_loss, batches, opt, probe, epochs=epochs)
     return probe.table()
 
@@ -48,14 +56,23 @@ def test_tensorboard_sink_round_trip(tmp_path):
 
     from optprobe.sinks import TensorBoardSink
 
-    table = _probed_run(tmp_path, TensorBoardSink(tmp_path / "tb"))
+    table = _probed_run(tmp_path, TensorBoardSink(tmp_path / "tb"), betas=(0.9, 0.5))
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     gaps = events.Scalars("optprobe/convexity/inst_gap_prev")
     expected = table.dropna(subset=["inst_gap_prev"])
     assert [e.step for e in gaps] == list(expected["step"])
     assert [e.value for e in gaps] == pytest.approx(list(expected["inst_gap_prev"]), rel=1e-6)
-    assert "optprobe/fullbatch/full_loss" in events.Tags()["scalars"]
+    tags = events.Tags()["scalars"]
+    assert "optprobe/fullbatch/full_loss" in tags
+    # no tag holds a β value: the EMA with β = 0.5, the second listed, is "…_beta1"
+    assert not [t for t in tags if "0.9" in t or "0.5" in t]
+    emas = events.Scalars("optprobe/smoothness/exp_smooth_prev_beta1")
+    expected = table.dropna(subset=["exp_smooth_prev_0.5"])["exp_smooth_prev_0.5"]
+    assert [e.value for e in emas] == pytest.approx(list(expected), rel=1e-6)
+    (config,) = events.Tensors("optprobe/config/text_summary")
+    text = config.tensor_proto.string_val[0].decode()
+    assert "| optprobe/beta0 | 0.9 |" in text and "| optprobe/beta1 | 0.5 |" in text
 
 
 def test_mlflow_sink_round_trip(tmp_path, monkeypatch):
@@ -67,11 +84,13 @@ def test_mlflow_sink_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local file store: no server, no database
     uri = (tmp_path / "mlruns").as_uri()
     sink = MLflowSink(tracking_uri=uri, run_name="probe", experiment="optprobe-test")
-    table = _probed_run(tmp_path, sink)
-    history = MlflowClient(tracking_uri=uri).get_metric_history(
-        sink.run.info.run_id, "optprobe/norms/grad_norm"
-    )
+    table = _probed_run(tmp_path, sink, betas=(0.9, 0.5))
+    client = MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(sink.run.info.run_id, "optprobe/norms/grad_norm")
     assert sorted(m.step for m in history) == sorted(table.dropna(subset=["grad_norm"])["step"])
+    run = client.get_run(sink.run.info.run_id)
+    assert run.data.params["optprobe/beta1"] == "0.5"
+    assert "optprobe/convexity/exp_gap_prev_beta1" in run.data.metrics
 
 
 def test_mlflow_sink_works_with_the_readme_defaults(tmp_path, monkeypatch):
@@ -97,23 +116,21 @@ def test_mlflow_sink_works_with_the_readme_defaults(tmp_path, monkeypatch):
 
 def test_wandb_sink_logs_one_dict_per_step_with_monotone_steps(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="optional extra: pip install wandb")
+    from wandb_files import config_updates, history
+
     from optprobe.sinks import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    sink = WandbSink(project="optprobe-test")
-    logged = []
-    real_log = sink.run.log
-    monkeypatch.setattr(
-        sink.run, "log", lambda data, step: (logged.append((step, data)), real_log(data, step=step))
-    )
-    table = _probed_run(tmp_path, sink)
-    steps = [s for s, _ in logged]
-    assert steps == sorted(set(steps))  # strictly increasing: nothing dropped by W&B
-    merged = dict(logged)
+    sink = WandbSink(project="optprobe-test", mode="offline", dir=str(tmp_path))
+    table = _probed_run(tmp_path, sink, betas=(0.9, 0.5))
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert config_updates(run_file)["optprobe/beta1"] == 0.5
+    steps = [r["optprobe/step"] for r in history(run_file) if "optprobe/step" in r]
+    assert steps == sorted(set(table["step"]))  # one dict per step, the epoch-end rows merged in
+    merged = {r["optprobe/step"]: r for r in history(run_file) if "optprobe/step" in r}
     epoch_end = table[table["event"] == "epoch_end"].iloc[0]
     assert merged[int(epoch_end["step"])]["optprobe/fullbatch/full_loss"] == pytest.approx(
         epoch_end["full_loss"]
     )
-    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "no offline run file written"

@@ -23,6 +23,7 @@ SMALL = {
     "quadratic": {"dim": 10, "noise": 0.1},
     "mlp_digits": {"widths": (16,)},
     "tanh_mlp_digits": {"n_samples": 100},
+    "tanh_cnn_digits": {"n_samples": 100, "channels": (4, 8)},
     "cnn_digits": {"channels": (4, 8)},
     "resnet_digits": {"depth": 8, "width": 4, "norm": "none"},
     "mnist1d_mlp": {"num_samples": 200},

@@ -46,3 +46,62 @@ def test_a_run_without_optional_columns_gets_only_the_figures_it_has_data_for(tm
 def test_figure_functions_return_none_without_data():
     empty = [("nothing", pd.DataFrame({"step": [0, 1]}))]
     assert all(make(empty) is None for make in FIGURES.values())
+
+
+def _seeds(label: str, n: int, full_batch: bool, lr: float = 0.1):
+    info = {"full_batch": full_batch}
+    return [(label, synthetic_table(steps=120, seed=s, lr=lr), {**info, "seed": s}) for s in range(n)]
+
+
+def test_seeds_of_a_run_are_one_mean_curve_with_a_min_max_band():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from optprobe.report.figures import seed_band
+    from optprobe.report.verdicts import series
+
+    runs = _seeds("gd", 3, True)
+    fig = FIGURES["full_loss"](runs)
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_label() == "F(x_t)"]
+    assert len(lines) == 1  # one curve for the three seeds
+    per_seed = pd.concat([series(t, "full_loss") for _, t, _ in runs], axis=1)
+    assert np.allclose(lines[0].get_ydata(), per_seed.mean(axis=1).to_numpy())
+    assert ax.get_legend().get_title().get_text() == "mean of 3 seeds, band min–max"
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 3  # ℓ, F and F(x*) each have their band
+    per_step = [series(t, "loss") for _, t, _ in runs]  # noisy: the seeds differ
+    mean, low, high = seed_band(per_step)
+    frame = pd.concat(per_step, axis=1)
+    assert np.allclose(low, frame.min(axis=1)) and np.allclose(high, frame.max(axis=1))
+    assert (low < mean).all() and (mean < high).all()
+    assert ax.get_legend() is not None and ax.get_legend().get_bbox_to_anchor().x0 > ax.bbox.x1
+    plt.close(fig)
+
+
+def test_no_two_over_eta_line_for_a_minibatch_run():
+    import matplotlib.pyplot as plt
+
+    def labels(runs):
+        fig = FIGURES["sharpness"](runs)
+        names = [line.get_label() for line in fig.axes[0].get_lines()]
+        plt.close(fig)
+        return names
+
+    assert any("2/η" in name for name in labels(_seeds("gd", 2, True)))
+    assert not any("2/η" in name for name in labels(_seeds("sgd", 2, False)))
+    assert any("2/η" in name for name in labels([("plain", synthetic_table(steps=60))]))  # unknown: drawn
+
+
+def test_saved_figures_keep_the_outside_legend_and_fit_1280_px(tmp_path):
+    from PIL import Image
+
+    from optprobe.report.figures import DPI, PANEL_SIZE
+
+    runs = _seeds("sgdm", 2, False) + _seeds("adamw_with_a_long_label", 2, False, lr=0.05)
+    saved = make_figures(runs, tmp_path)
+    for name, png in saved.items():
+        width = Image.open(png).size[0]
+        if name != "r_med":
+            assert width > PANEL_SIZE[0] * DPI  # the legend right of the axes made it wider: not clipped
+        assert width <= 1400, name

@@ -29,17 +29,18 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_report_has_the_card_first_embedded_figures_and_no_external_resource(tmp_path, runs):
+def test_report_has_findings_first_then_cards_per_experiment_and_no_external_resource(tmp_path, runs):
     page = build_report([runs], tmp_path / "report")
     html = page.read_text(encoding="utf-8")
     assert page == tmp_path / "report" / "report.html"
-    card, experiment, metadata = (
-        html.index(s) for s in ("Assumption report card", "Experiment:", "Run metadata")
+    findings, experiment, card, metadata = (
+        html.index(s) for s in ("<h2>Findings</h2>", "Experiment:", "Assumption report card", "Run metadata")
     )
-    assert card < experiment < metadata
+    assert findings < experiment < card < metadata
+    assert '<details class="cards">' in html
     assert "local_convexity" in html and FINDING in html
     assert html.count("data:image/png;base64,") >= 8
-    assert "http" not in html and not re.search(r'(src|href)="(?!data:)', html)
+    assert "http" not in html and not re.search(r'(src|href)="(?!data:|#)', html)
     assert 'class="v v-holds-with-factor-α"' in html and 'class="v v-fails"' in html
     figures = tmp_path / "report" / "figures"
     assert {p.suffix for p in figures.iterdir()} == {".png", ".pdf"}
@@ -83,3 +84,16 @@ def test_compare_counts_steps_not_the_epoch_end_row_and_cli_errors_are_messages(
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty")]) == 2
     assert "optprobe: error: no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_seeds_of_a_run_or_of_a_sweep_point_share_one_curve_and_the_caption_says_how(tmp_path):
+    from optprobe.report.figures import SEED_BAND
+
+    for seed in (0, 1):
+        label = f"a__lr0.1_seed{seed}"
+        table = synthetic_table(steps=30, seed=seed, curvature=False)
+        write_run(tmp_path / "sweep" / label, table, experiment="demo_sweep", label=label, seed=seed)
+    html = build_report([tmp_path / "sweep"], tmp_path / "out").read_text(encoding="utf-8")
+    assert SEED_BAND in html
+    write_run(tmp_path / "one" / "b", synthetic_table(steps=30, curvature=False), experiment="d", label="b")
+    assert SEED_BAND not in build_report([tmp_path / "one"], tmp_path / "out1").read_text(encoding="utf-8")

@@ -105,6 +105,25 @@ def test_mean_interval_is_the_t_interval_for_short_series_and_widens_for_correla
     assert high - low > 3 * naive
 
 
+def test_mean_interval_uses_every_step_when_n_is_not_a_multiple_of_the_batch_count():
+    """The old code dropped the first n mod 20 steps, so "the mean" shown was not the series' mean."""
+    x = np.r_[np.full(13, -1.0), np.linspace(0.0, 0.01, 60)]  # 73 steps: the old code dropped the 13 −1s
+    mean, low, high = mean_interval(x)
+    assert mean == pytest.approx(x.mean(), rel=1e-12) and low < mean < high
+    batches = np.array_split(x, 20)  # sizes 4 and 3: the weighted batch-means variance, recomputed
+    sizes, means = np.array([len(b) for b in batches]), np.array([b.mean() for b in batches])
+    sigma2 = (sizes * (means - x.mean()) ** 2).sum() / 19
+    half = stats.t.ppf(0.975, 19) * math.sqrt(sigma2 / len(x))
+    assert (low, high) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-12)
+
+
+def test_mean_interval_with_equal_batches_is_the_classic_batch_means_interval():
+    x = np.random.default_rng(3).standard_normal(100)
+    means = x.reshape(20, 5).mean(axis=1)
+    half = stats.t.ppf(0.975, 19) * means.std(ddof=1) / math.sqrt(20)
+    assert mean_interval(x) == pytest.approx((x.mean(), x.mean() - half, x.mean() + half), rel=1e-12)
+
+
 def test_smoothness_stable_growing_and_short():
     rng = np.random.default_rng(2)
     stable = check_smoothness(table(inst_smooth_prev=5 + rng.random(100), sharpness=np.full(100, 8.0)))
@@ -129,8 +148,18 @@ def test_edge_of_stability_uses_the_learning_rate_of_the_last_sharpness_row():
     lr = np.full(10, 0.1)
     at_edge = check_edge_of_stability(table(lr=lr, sharpness=[np.nan] * 9 + [19.5]), {"full_batch": True})
     assert at_edge.verdict is Label.HOLDS and at_edge.value == pytest.approx(0.975)
-    below = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9), {"full_batch": False})
-    assert below.verdict is Label.FAILS and "below" in below.detail and "minibatch" in below.detail
+    below = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9), {"full_batch": True})
+    assert below.verdict is Label.FAILS and "below" in below.detail
+    unknown = check_edge_of_stability(table(lr=lr, sharpness=[10.0] + [np.nan] * 9))  # a user's own run
+    assert unknown.verdict is Label.FAILS
+
+
+def test_edge_of_stability_is_not_measured_on_minibatch_runs():
+    """The prediction is for full-batch GD: a minibatch run gets no verdict (its ratio is in the detail)."""
+    lr = np.full(10, 0.1)
+    v = check_edge_of_stability(table(lr=lr, sharpness=[np.nan] * 9 + [19.5]), {"full_batch": False})
+    assert v.verdict is Label.NOT_MEASURED and math.isnan(v.value)
+    assert v.detail.startswith("not full-batch GD") and "ratio 0.975" in v.detail
 
 
 def test_random_scaling_identity_is_a_z_test_on_the_per_step_differences():

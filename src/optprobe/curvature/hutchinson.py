@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optprobe.curvature.hvp import HessianOperator
+from optprobe.curvature.operator import CurvatureOperator
 from optprobe.curvature.probes import probe_products, rademacher
 
 
@@ -31,7 +31,7 @@ def _check(n_probes: int) -> None:
 
 
 def hessian_trace(
-    op: HessianOperator, n_probes: int = 100, seed: int = 0, probes_at_once: int = 32
+    op: CurvatureOperator, n_probes: int = 100, seed: int = 0, probes_at_once: int = 32
 ) -> TraceEstimate:
     """tr H ≈ (1/K) Σ_k v_kᵀ H v_k, standard error s/√K; Var(vᵀHv) = 2 Σ_{i≠j} H_ij²."""
     _check(n_probes)
@@ -45,7 +45,7 @@ def hessian_trace(
 
 
 def hutchinson_diagonal(
-    op: HessianOperator, n_probes: int = 100, seed: int = 0, probes_at_once: int = 32
+    op: CurvatureOperator, n_probes: int = 100, seed: int = 0, probes_at_once: int = 32
 ) -> Tensor:
     """diag H ≈ (1/K) Σ_k v_k ⊙ H v_k (flat); entry i has variance Σ_{j≠i} H_ij² / K."""
     _check(n_probes)

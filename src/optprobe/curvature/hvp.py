@@ -20,10 +20,11 @@ products bypass DDP's hooks, so the operator reduces them itself; every rank the
 and Lanczos, Hutchinson and Cauchy estimators take the same steps and stopping decisions on all ranks
 (each call is a collective: every rank must make the same calls).
 
-Models that torch.func cannot trace (e.g. BatchNorm in train mode, whose in-place running-statistics
-update clashes with ``vmap``) fall back, once per model and with one warning, to double backward for
-stacks as well; models with an operation that has no double backward fall back the same way to
-forward-over-reverse for single vectors.
+Models that torch.func cannot trace (e.g. a custom ``autograd.Function`` without ``setup_context``) fall
+back, once per model and with one warning, to double backward for stacks as well; models with an operation
+that has no double backward fall back the same way to forward-over-reverse for single vectors. BatchNorm in
+train mode needs no fallback (torch 2.13): ``vmap`` traces it, and its running-statistics update writes the
+buffer copies that :meth:`Evaluator.loss_at` passes in, never the model's own buffers.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from optprobe.curvature.data_conv import DataConvMode
+from optprobe.curvature.operator import MatmulMixin
 from optprobe.distributed import all_reduce_, is_distributed
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Batch, Evaluator, Params, RngState
@@ -108,8 +110,11 @@ class ParamLayout:
         return {block: torch.cat(parts) for block, parts in ranges.items()}
 
 
-class HessianOperator:
+class HessianOperator(MatmulMixin):
     """v ↦ ∇²ℓ(x, z) v at a fixed point x and batch z; accepts one vector (d,) or a stack (k, d).
+
+    ``op @ v`` (v of shape (d,) or a matrix (d, k)) and ``op.to_scipy()`` (a SciPy ``LinearOperator``)
+    multiply the same way, see :mod:`optprobe.curvature.operator`.
 
     ``method``: ``"auto"`` (double backward for one vector, forward-over-reverse for a stack, each
     replaced by the other on a model where it failed), ``"forward"`` or ``"double_backward"``.
@@ -130,17 +135,7 @@ class HessianOperator:
     ) -> None:
         if method not in ("auto", "forward", "double_backward"):
             raise OptprobeError(f"method must be 'auto', 'forward' or 'double_backward', got {method!r}")
-        groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
-        for name, p in params.items():
-            groups.setdefault((p.dtype, p.device), []).append(name)
-        if len(groups) > 1:
-            found = "; ".join(
-                f"{dtype} on {device}: {_listed(names)}" for (dtype, device), names in groups.items()
-            )
-            raise OptprobeError(
-                "Hessian-vector products need every trained parameter in one dtype on one device, "
-                f"got {found}; cast the model (e.g. model.double()) or freeze the odd parameters"
-            )
+        check_one_dtype(params)
         self.evaluator = evaluator
         self.params = {name: p.detach() for name, p in params.items()}
         self.batch = batch
@@ -270,6 +265,21 @@ class HessianOperator:
                 stacklevel=5,
             )
         return leaves, [name for name, _ in live], [g for _, g in live]
+
+
+def check_one_dtype(params: Mapping[str, Tensor]) -> None:
+    """Refuse parameters in more than one (dtype, device): products work on one flat vector."""
+    groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+    for name, p in params.items():
+        groups.setdefault((p.dtype, p.device), []).append(name)
+    if len(groups) > 1:
+        found = "; ".join(
+            f"{dtype} on {device}: {_listed(names)}" for (dtype, device), names in groups.items()
+        )
+        raise OptprobeError(
+            "Hessian-vector products need every trained parameter in one dtype on one device, "
+            f"got {found}; cast the model (e.g. model.double()) or freeze the odd parameters"
+        )
 
 
 def _listed(names: list[str], most: int = 3) -> str:

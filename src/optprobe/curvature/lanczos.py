@@ -13,7 +13,7 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
-from optprobe.curvature.hvp import HessianOperator
+from optprobe.curvature.operator import CurvatureOperator
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,33 @@ class Spectrum:
 
 
 def sharpness(
-    op: HessianOperator,
+    op: CurvatureOperator,
     k: int = 1,
     bottom: bool = False,
     tol: float = 1e-4,
     max_iter: int = 100,
     seed: int = 0,
 ) -> Spectrum:
-    """λ_1 ≥ … ≥ λ_k (and λ_min) of H by Lanczos; stops when every tracked Ritz value θ moved by ≤ tol·|θ|
-    since the previous step AND its error estimate min(r, r²/gap) ≤ tol·|θ| (Kato–Temple, residual
-    r = |β_m y_m|, gap to the nearest other Ritz value)."""
+    """λ_1 ≥ … ≥ λ_k (and λ_min) of H by Lanczos; stops when every tracked Ritz pair (θ, y) has residual
+    r = ‖H y − θ y‖ = |β_m s_m| ≤ tol·|θ| (s_m: last entry of its eigenvector of the tridiagonal T_m).
+
+    What ``converged`` guarantees, without knowing the spectrum: each reported θ lies within r ≤ tol·|θ| of
+    *some* eigenvalue of H (the residual bound), and θ_i ≤ λ_i, θ_min ≥ λ_min (Cauchy interlacing). It does
+    not prove that this eigenvalue is λ_i: while the Krylov space holds little of λ_i's eigenvector (a start
+    with less weight on it than on a nearby eigenvalue, or a cluster narrower than about tol·|θ| not yet
+    resolved), θ can converge to a lower eigenvalue, and nothing computed from the Krylov space can tell
+    (eigenvalues 10 and 9.99 among 60 at tol 1e-4: 6% of random starts stopped at 9.99). The Kato–Temple
+    estimate r²/gap cannot either: it needs the gap to the *true* next eigenvalue, and with the gap to the
+    next Ritz value it also stops on unresolved mixtures (issue #14). A repeated
+    eigenvalue is found once (one Krylov space sees one vector of each eigenspace), so with k > 1 the next
+    Ritz value approximates the next *distinct* eigenvalue. ``converged`` is also true when the Krylov space
+    became invariant or reached the dimension of H (then the Ritz values are exact)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=op.device)
     steps = min(max_iter, op.dim)
     basis = _Basis(q / q.norm(), steps)
     alphas: list[float] = []
     betas: list[float] = []
-    previous = np.full(k + 1, np.nan)
     for m in range(1, steps + 1):
         w = op(basis.last)
         alphas.append(float(w @ basis.last))
@@ -58,15 +68,8 @@ def sharpness(
         beta = float(w.norm())
         theta, vecs = eigh_tridiagonal(np.array(alphas), np.array(betas))
         tracked = list(range(m - 1, max(m - 1 - k, -1), -1)) + ([0] if bottom else [])
-        current = theta[tracked]
-        bounds = [_error_bound(theta, vecs, beta, i) for i in tracked]
-        settled = current.size == previous.size and np.all(
-            np.abs(current - previous) <= tol * np.abs(current)
-        )
-        converged = bool(settled) and all(
-            b <= tol * abs(theta[i]) for b, i in zip(bounds, tracked, strict=True)
-        )
-        previous = current
+        residuals = np.abs(beta * vecs[-1, tracked])
+        converged = m >= k and bool(np.all(residuals <= tol * np.abs(theta[tracked])))
         invariant = beta <= 1e-12 * max(1.0, float(np.abs(theta).max()))
         if converged or invariant or m == steps:
             top = [float(t) for t in theta[::-1][:k]]
@@ -106,14 +109,6 @@ class _Basis:
         return w
 
 
-def _error_bound(theta: np.ndarray, vecs: np.ndarray, beta: float, i: int) -> float:
-    residual = abs(beta * vecs[-1, i])
-    gaps = np.abs(np.delete(theta, i) - theta[i])
-    if gaps.size == 0 or gaps.min() == 0:
-        return residual
-    return min(residual, residual**2 / float(gaps.min()))
-
-
-def spectral_norm(op: HessianOperator, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> float:
+def spectral_norm(op: CurvatureOperator, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> float:
     """‖H‖₂ = max(|λ_max|, |λ_min|)."""
     return sharpness(op, bottom=True, tol=tol, max_iter=max_iter, seed=seed).spectral_norm

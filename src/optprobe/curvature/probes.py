@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from optprobe.curvature.hvp import HessianOperator
+from optprobe.curvature.operator import CurvatureOperator
 
 Draw = Callable[[int, int, torch.Generator], Tensor]
 """(rows, dim, generator) ↦ a float64 CPU tensor of shape (rows, dim) with i.i.d. entries."""
@@ -32,7 +32,7 @@ def cauchy(rows: int, dim: int, gen: torch.Generator) -> Tensor:
 
 
 def probe_products(
-    op: HessianOperator,
+    op: CurvatureOperator,
     draw: Draw,
     n_probes: int,
     seed: int,

@@ -90,7 +90,8 @@ class ExperimentConfig:
     """A named experiment: what it tests, the finding it reproduces, and the runs it compares.
 
     ``criterion`` holds the keyword arguments of the finding test (``optprobe.findings.<finding_test or
-    name>.test``); ``seeds`` is how many seeds each run is repeated with (``seed``, ``seed + 1``, …).
+    name>.test``); ``seeds`` is how many seeds each run is repeated with (``seed``, ``seed + 1``, …;
+    1 under ``quick``).
     """
 
     name: str
@@ -138,6 +139,10 @@ def experiment_from_dict(
     if not isinstance(run_tables, list):
         raise OptprobeError(f"{source}: runs must be an array of tables ([[runs]]), got {run_tables!r}")
     header = _build(ExperimentConfig, {**raw, "runs": []}, source)
+    if header.seeds < 1:
+        raise OptprobeError(f"{source}: seeds must be at least 1, got {header.seeds}")
+    if quick:  # a smoke test: one seed per run
+        header.seeds = 1
     shared = dict(header.defaults)
     labels = [str(t.get("label", f"run{i}")) if isinstance(t, dict) else "" for i, t in enumerate(run_tables)]
     run_overrides, per_label = _parse_overrides(overrides, labels, strict)

@@ -22,6 +22,7 @@ DEFAULT_SUITE = (
     "update_correlation",
     "random_scaling",
     "edge_of_stability",
+    "rotation",
 )
 
 

@@ -1,6 +1,8 @@
 """Runs an experiment's training runs with a Probe attached: resumable, seeded, with progress bars.
 
-Each run writes ``OUT/<experiment>/<label>/`` (the Probe's table and ``run.json``) and keeps a
+Each run writes ``OUT/<experiment>/<label>/`` (the Probe's table and ``run.json``), or, when the
+experiment repeats its runs over ``seeds > 1`` seeds, ``OUT/<experiment>/<label>__seed<s>/`` for
+``s = seed, seed + 1, …`` (run.json keeps the run's own ``label`` and its ``seed``). Each keeps a
 ``checkpoint.pt`` (model, optimizer, scheduler, Probe state, CPU and CUDA RNG, position in the epoch)
 every ``checkpoint_every`` steps and on Ctrl-C (after the step in progress), so running the same command
 again resumes where it stopped and produces the same table as an uninterrupted run (CPU, fixed seed).
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch
 from optprobe.experiments.config import ExperimentConfig, RunConfig
+from optprobe.experiments.sweep import seed_dir_name
 from optprobe.experiments.tasks import Task, build_task
 from optprobe.files import write_atomic
 from optprobe.optim import build_optimizer, rotate_model
@@ -46,9 +49,23 @@ class Divergence(RuntimeError):
 def run_experiment(
     experiment: ExperimentConfig, out_dir: str | os.PathLike[str], device: str = "cpu", progress: bool = True
 ) -> list[Path]:
-    """Run (or resume) every run of ``experiment``; returns their run directories."""
+    """Run (or resume) every run of ``experiment`` over its seeds; returns their run directories."""
     root = Path(out_dir) / experiment.name
-    return [run_one(run, root / run.label, experiment, device, progress) for run in experiment.runs]
+    return [run_one(run, root / name, experiment, device, progress) for run, name in seed_runs(experiment)]
+
+
+def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
+    """(run, directory name) for every run × seed: ``seed, seed + 1, …`` in ``<label>__seed<s>``, or the run
+    itself in ``<label>`` when ``experiment.seeds`` is 1."""
+    if experiment.seeds < 1:
+        raise OptprobeError(f"{experiment.name}: seeds must be at least 1, got {experiment.seeds}")
+    if experiment.seeds == 1:
+        return [(run, run.label) for run in experiment.runs]
+    return [
+        (replace(run, seed=seed), seed_dir_name(run.label, seed))
+        for run in experiment.runs
+        for seed in range(run.seed, run.seed + experiment.seeds)
+    ]
 
 
 def run_one(
@@ -123,7 +140,8 @@ def run_one(
             checkpoint,
         )
 
-    bar = tqdm(total=total_steps, initial=step, desc=f"{experiment.name}/{run.label}", disable=not progress)
+    desc = f"{experiment.name}/{run_dir.name}"
+    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not progress)
     batch_in_epoch = skip
     finished = False
     try:
@@ -143,7 +161,7 @@ def run_one(
                     if not math.isfinite(loss) and run.on_divergence == "stop":
                         finished = True  # the table ends at the divergence; running again changes nothing
                         raise Divergence(
-                            f"{experiment.name}/{run.label}: the loss is {loss} at step {step - 1}; the "
+                            f"{experiment.name}/{run_dir.name}: the loss is {loss} at step {step - 1}; the "
                             "table holds every step up to it. Lower lr (into a new --out), or set "
                             "on_divergence='skip' to skip such steps"
                         )

@@ -25,12 +25,18 @@ from optprobe.runinfo import read_run_info
 from optprobe.sinks import read_table
 
 EXECUTORS = ("local", "ray")
-SEP = "__"  # between a run's own label and its grid point in a sweep label
+SEP = "__"  # between a run's own label and its grid point (sweep) or seed (``seeds > 1``) in a directory
 
 
 def base_label(label: str) -> str:
-    """The experiment's run a sweep run came from: ``cnn_sgdm__lr0.1_seed0`` → ``cnn_sgdm``."""
+    """The experiment's run a sweep or seed run came from: ``cnn_sgdm__lr0.1_seed0``, ``cnn_sgdm__seed2``
+    → ``cnn_sgdm``."""
     return label.split(SEP, 1)[0]
+
+
+def seed_dir_name(label: str, seed: int) -> str:
+    """The directory of one seed of a run repeated over seeds: ``sgdm`` and 2 → ``sgdm__seed2``."""
+    return f"{label}{SEP}seed{seed}"
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
@@ -61,7 +67,7 @@ def expand(
             variant = get_experiment(name, [*overrides, *point, f"seed={base.runs[0].seed + seed}"], quick)
             tag = "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values, strict=True))
             runs += [replace(run, label=f"{run.label}{SEP}{tag}_seed{run.seed}") for run in variant.runs]
-    return replace(base, name=f"{base.name}_sweep", runs=runs)
+    return replace(base, name=f"{base.name}_sweep", runs=runs, seeds=1)  # the seeds are runs already
 
 
 def run_sweep(

@@ -363,6 +363,32 @@ def cnn_digits(channels: tuple[int, ...] = (16, 32), seed: int = 0, batch_size: 
 
 
 @register
+def tanh_cnn_digits(
+    channels: tuple[int, ...] = (8, 16),
+    n_samples: int = 500,
+    loss: str = "mse",
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> Task:
+    """Small tanh CNN on a digits subset as (1, 8, 8) images, for full-batch GD at the edge of stability
+    (the CNN of Cohen et al. 2021 at laptop scale); batch_size defaults to the whole subset, loss is
+    "mse" (one-hot targets) or "ce"."""
+    losses = {"mse": onehot_squared_loss, "ce": cross_entropy_loss}
+    if loss not in losses:
+        raise OptprobeError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    train, eval = load_sklearn("digits", seed=seed, as_images=True)
+    train = TensorDataset(*(t[:n_samples] for t in train.tensors))
+    return _task(
+        lambda: SmallCNN(1, 10, 8, channels, "tanh"),
+        losses[loss],
+        train,
+        eval,
+        batch_size or len(train),
+        f"tanh CNN {list(channels)} on {len(train)} 8x8 digits, {loss} loss, full batch",
+    )
+
+
+@register
 def resnet_digits(
     depth: int = 8,
     norm: str = "batch",

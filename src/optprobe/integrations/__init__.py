@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
+
+from optprobe.sinks.names import tag
 
 #: the metrics a trainer's own logger receives (everything goes to the run directory)
 LOGGED = ("inst_gap_prev", "inst_smooth_prev", "update_corr", "grad_norm", "full_loss", "sharpness")
@@ -17,10 +20,11 @@ class Window(list):
     """
 
 
-def trainer_scalars(row: dict[str, Any]) -> dict[str, float]:
-    """``{"optprobe/<metric>": value}`` for the finite LOGGED metrics of a Probe row."""
+def trainer_scalars(row: dict[str, Any], betas: Sequence[float] = ()) -> dict[str, float]:
+    """``{tag: value}`` for the finite LOGGED metrics of a Probe row, named as the tracker sinks name them
+    (``optprobe/convexity/inst_gap_prev``, see :mod:`optprobe.sinks.names`)."""
     return {
-        f"optprobe/{k}": float(row[k])
+        tag(k, betas): float(row[k])
         for k in LOGGED
         if isinstance(row.get(k), float) and math.isfinite(row[k])
     }

@@ -34,18 +34,28 @@ def _transformers() -> Any:
     return transformers
 
 
-def attach(trainer: Any, config: ProbeConfig | None = None, log_every: int = 1, **probe_kwargs: Any) -> Probe:
+def attach(
+    trainer: Any, config: ProbeConfig | None = None, log_every: int | None = None, **probe_kwargs: Any
+) -> Probe:
     """Attach a Probe to ``trainer`` (before ``trainer.train()``); returns it.
 
     ``probe_kwargs`` go to :class:`~optprobe.probe.Probe` (``out_dir``, ``eval_loader``, ``reference``,
-    ``periodic``, ``sinks`` …). Every ``log_every`` measured steps a few metrics also go to
-    ``trainer.log`` (and so to the Trainer's own ``report_to`` integrations).
+    ``periodic``, ``sinks`` …); the run directory and sinks get every measured step. A few metrics also
+    go to the Trainer's log (and so to its ``report_to`` integrations): by default inside the Trainer's
+    own log dicts, on the steps it logs (``logging_steps``, ``logging_strategy``), each metric's latest
+    value since its last log; with ``log_every=k``, every k measured steps in a dict of their own
+    (``log_every=1``: every measured step); with ``log_every=0``, never.
     """
     if trainer.args.fp16:
         raise OptprobeError("optprobe measures unscaled gradients: train with bf16=True or in fp32, not fp16")
+    bad = isinstance(log_every, bool) or not isinstance(log_every, (int, type(None))) or (log_every or 0) < 0
+    if bad:
+        raise OptprobeError(
+            f"log_every must be None (the Trainer's logging steps) or an integer ≥ 0, got {log_every!r}"
+        )
     callback = _callback_class()(trainer, config, log_every, probe_kwargs)
     trainer.add_callback(callback)
-    training_step, clip = trainer.training_step, trainer._clip_grad_norm
+    training_step, clip, log = trainer.training_step, trainer._clip_grad_norm, trainer.log
 
     def probed_training_step(model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         callback.micro_batch(inputs, num_items_in_batch)
@@ -55,8 +65,12 @@ def attach(trainer: Any, config: ProbeConfig | None = None, log_every: int = 1, 
         callback.measure()
         return clip(model)
 
+    def probed_log(logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        return log(callback.with_probe_values(logs), *args, **kwargs)
+
     trainer.training_step = probed_training_step
     trainer._clip_grad_norm = probed_clip
+    trainer.log = probed_log
     return callback.probe
 
 
@@ -67,9 +81,13 @@ def _callback_class() -> type:
     class ProbeCallback(_transformers().TrainerCallback):
         """Feeds the Trainer's optimizer steps to a Probe (see the module docstring)."""
 
-        def __init__(self, trainer: Any, config: ProbeConfig | None, log_every: int, kwargs: dict) -> None:
+        def __init__(
+            self, trainer: Any, config: ProbeConfig | None, log_every: int | None, kwargs: dict
+        ) -> None:
             self.trainer = trainer
             self.log_every = log_every
+            self.unlogged: dict[str, float] = {}  # the latest values since the Trainer's last log
+            self.log_due = False  # the Trainer logs its training values next
             self.batches = Window()
             self.num_items: Any = None
             self.measured = False
@@ -119,10 +137,25 @@ def _callback_class() -> type:
                 self.probe.optimizer = self.trainer.optimizer
             row = self.probe.end_step(None)
             self.batches = Window()
-            if row is not None and (self.probe.rows_written - 1) % self.log_every == 0:
-                scalars = trainer_scalars(row)
-                if scalars:
-                    self.trainer.log(scalars)
+            self._to_log(row)
+
+        def _to_log(self, row: dict[str, Any] | None) -> None:
+            if row is None or self.log_every == 0:
+                return
+            scalars = trainer_scalars(row, self.probe.config.betas)
+            if self.log_every is None:  # at the Trainer's next training log
+                self.unlogged.update(scalars)
+            elif scalars and (self.probe.rows_written - 1) % self.log_every == 0:
+                self.trainer.log(scalars)
+
+        def with_probe_values(self, logs: dict[str, float]) -> dict[str, float]:
+            """The Trainer's log dict, with the values not logged yet when it is the training log of a step
+            the Trainer's own callback chose to log (``control.should_log``)."""
+            if not self.log_due:
+                return logs
+            self.log_due = False
+            logs, self.unlogged = {**logs, **self.unlogged}, {}
+            return logs
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if unwrap(self.trainer.model) is not self.probe.model:
@@ -136,9 +169,11 @@ def _callback_class() -> type:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.measured = False
+            self.log_due = bool(control.should_log)  # set by DefaultFlowCallback, which runs first
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.probe.end_epoch()
+            self._to_log(self.probe.end_epoch())
+            self.log_due = bool(control.should_log)  # logging_strategy="epoch"
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.probe.close()

@@ -109,7 +109,7 @@ def _callback_class() -> type:
             row = self.probe.end_step(None)
             self.batches = Window()
             if row is not None:
-                scalars = trainer_scalars(row)
+                scalars = trainer_scalars(row, self.probe.config.betas)
                 if scalars:
                     pl_module.log_dict(scalars, on_step=True, on_epoch=False)
 

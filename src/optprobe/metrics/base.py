@@ -153,6 +153,9 @@ class PeriodicMetric(ABC):
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
+    def attach(self, eval_loader: Iterable[Batch] | None, seed: int) -> None:  # noqa: B027 - most ignore F
+        """Called once by the Probe with the loader that defines F and F's seed (for metrics of F)."""
+
     def state_dict(self) -> dict[str, Any]:
         """What the metric must remember across a checkpoint (most remember nothing)."""
         return {}

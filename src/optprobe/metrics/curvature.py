@@ -2,39 +2,75 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from optprobe.curvature import (
+    CurvatureOperator,
+    FullHessianOperator,
     HessianOperator,
     blockwise_smoothness,
     diagonal_geometry,
+    gauss_newton_split,
     hessian_l11,
     hessian_trace,
+    hutchpp_trace,
     sharpness,
     singular_uniformity,
+    spectral_density,
 )
 from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
-from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.errors import OptprobeError
+from optprobe.evaluation import Batch, Evaluator, Params, batch_size
 from optprobe.metrics.base import PeriodicMetric
 from optprobe.metrics.registry import periodic_metric, periodic_metrics
 
 
 class _HessianMetric(PeriodicMetric):
-    def __init__(self, every: int, seed: int, chunk_size: int | None) -> None:
+    """``on="batch"``: the Hessian of ℓ on the periodic batch; ``on="eval"``: of F over the Probe's
+    ``eval_loader`` (:class:`~optprobe.curvature.FullHessianOperator`, F's seed and masks), which adds
+    ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
+
+    def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
+        if on not in ("batch", "eval"):
+            raise OptprobeError(f"on must be 'batch' or 'eval', got {on!r}")
         self.every = every
         self.seed = seed
         self.chunk_size = chunk_size
+        self.on = on
+        self._loader: Iterable[Batch] | None = None
+        self._f_seed = 0
 
-    def _operator(self, evaluator: Evaluator, params: Params, batch: Batch) -> HessianOperator:
+    def attach(self, eval_loader: Iterable[Batch] | None, seed: int) -> None:
+        if self.on == "eval" and eval_loader is None:
+            raise OptprobeError(
+                f"{type(self).__name__}(on='eval') measures the Hessian of F over the evaluation loader: "
+                "pass eval_loader to the Probe"
+            )
+        self._loader, self._f_seed = eval_loader, seed
+
+    def _operator(self, evaluator: Evaluator, params: Params, batch: Batch) -> CurvatureOperator:
+        if self.on == "eval":
+            if self._loader is None:
+                raise OptprobeError("on='eval' needs the Probe's eval_loader (attach was not called)")
+            return FullHessianOperator(evaluator, params, self._loader, self._f_seed, self.chunk_size)
         return HessianOperator(evaluator, params, batch, chunk_size=self.chunk_size)
+
+    @staticmethod
+    def _cost(op: CurvatureOperator, batch: Batch, prefix: str) -> dict[str, float]:
+        """``<prefix>_batch_hvps`` for an operator of F: its products in HVPs on the periodic batch."""
+        if not isinstance(op, FullHessianOperator):
+            return {}
+        return {f"{prefix}_batch_hvps": op.batch_hvps(batch_size(batch))}
 
 
 @periodic_metric("sharpness")
 class Sharpness(_HessianMetric):
-    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``; with ``bottom``,
-    ``sharpness_min`` = λ_min and ``spectral_norm`` = max(|λ_max|, |λ_min|)."""
+    """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
+    (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
+    lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
+    max(|λ_max|, |λ_min|)."""
 
     def __init__(
         self,
@@ -45,15 +81,20 @@ class Sharpness(_HessianMetric):
         bottom: bool = False,
         seed: int = 0,
         chunk_size: int | None = 32,
+        on: str = "batch",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
+        super().__init__(every, seed, chunk_size, on)
         self.k, self.tol, self.max_iter, self.bottom = k, tol, max_iter, bottom
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        spec = sharpness(
-            self._operator(evaluator, params, batch), self.k, self.bottom, self.tol, self.max_iter, self.seed
-        )
-        out = {"sharpness": spec.top[0], "sharpness_hvps": float(spec.n_hvps)}
+        op = self._operator(evaluator, params, batch)
+        spec = sharpness(op, self.k, self.bottom, self.tol, self.max_iter, self.seed)
+        out = {
+            "sharpness": spec.top[0],
+            "sharpness_hvps": float(spec.n_hvps),
+            "sharpness_converged": float(spec.converged),
+        }
+        out.update(self._cost(op, batch, "sharpness"))
         out.update({f"sharpness_{i + 1}": value for i, value in enumerate(spec.top) if i > 0})
         if spec.bottom is not None:
             out.update(sharpness_min=spec.bottom, spectral_norm=spec.spectral_norm)
@@ -62,17 +103,29 @@ class Sharpness(_HessianMetric):
 
 @periodic_metric("hessian_trace")
 class HessianTrace(_HessianMetric):
-    """``hessian_trace`` ≈ tr H (Hutchinson) and ``hessian_trace_se``, its standard error."""
+    """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
+    ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra)."""
 
     def __init__(
-        self, every: int = 100, n_probes: int = 100, seed: int = 0, chunk_size: int | None = 32
+        self,
+        every: int = 100,
+        n_probes: int = 100,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+        on: str = "batch",
+        estimator: str = "hutchinson",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
-        self.n_probes = n_probes
+        if estimator not in ("hutchinson", "hutchpp"):
+            raise OptprobeError(f"estimator must be 'hutchinson' or 'hutchpp', got {estimator!r}")
+        super().__init__(every, seed, chunk_size, on)
+        self.n_probes, self.estimator = n_probes, estimator
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        est = hessian_trace(self._operator(evaluator, params, batch), self.n_probes, self.seed)
-        return {"hessian_trace": est.mean, "hessian_trace_se": est.se}
+        op = self._operator(evaluator, params, batch)
+        trace = hutchpp_trace if self.estimator == "hutchpp" else hessian_trace
+        est = trace(op, self.n_probes, self.seed)
+        out = {"hessian_trace": est.mean, "hessian_trace_se": est.se}
+        return out | self._cost(op, batch, "hessian_trace")
 
 
 @periodic_metric("diagonal_geometry")
@@ -131,7 +184,8 @@ class DiagonalGeometry(_HessianMetric):
 
 @periodic_metric("hessian_l11")
 class HessianL11(_HessianMetric):
-    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``; and ``blockwise_smoothness/<block>``.
+    """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
+    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
@@ -151,13 +205,70 @@ class HessianL11(_HessianMetric):
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
         est = hessian_l11(op, self.n_probes, self.seed, max_memory=self.max_memory)
-        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim}
+        out = {"hessian_l11": est.l11, "hessian_l11_per_dim": est.per_dim, "hessian_l11_se": est.se}
         if self.partition is not None:
             blocks = blockwise_smoothness(
                 op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
             )
             out.update({f"blockwise_smoothness/{b}": value for b, value in blocks.items()})
         return out
+
+
+@periodic_metric("gauss_newton")
+class GaussNewton(PeriodicMetric):
+    """``gn_lambda_max_h``, ``gn_lambda_max_ggn``, ``gn_lambda_min_h``, ``gn_trace_h``, ``gn_trace_ggn``,
+    ``gn_trace_residual`` (tr R = tr H − tr G) and ``gn_hvps`` on the periodic batch: H = G + R, with the
+    Probe's ``loss_fn`` a :class:`~optprobe.curvature.SplitLoss` (the loss through the model's outputs)."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        n_probes: int = 100,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+    ) -> None:
+        self.every, self.tol, self.max_iter, self.n_probes = every, tol, max_iter, n_probes
+        self.seed, self.chunk_size = seed, chunk_size
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        r = gauss_newton_split(
+            evaluator, params, batch, None, self.tol, self.max_iter, self.n_probes, self.seed, self.chunk_size
+        )
+        return {
+            "gn_lambda_max_h": r.lambda_max_h,
+            "gn_lambda_max_ggn": r.lambda_max_ggn,
+            "gn_lambda_min_h": r.lambda_min_h,
+            "gn_trace_h": r.trace_h,
+            "gn_trace_ggn": r.trace_ggn,
+            "gn_trace_residual": r.trace_residual,
+            "gn_hvps": float(r.n_hvps),
+        }
+
+
+@periodic_metric("spectral_density")
+class SpectralDensityMetric(_HessianMetric):
+    """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
+    ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
+
+    def __init__(
+        self,
+        every: int = 100,
+        n_starts: int = 8,
+        steps: int = 40,
+        seed: int = 0,
+        chunk_size: int | None = 32,
+        on: str = "batch",
+    ) -> None:
+        super().__init__(every, seed, chunk_size, on)
+        self.n_starts, self.steps = n_starts, steps
+
+    def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
+        op = self._operator(evaluator, params, batch)
+        d = spectral_density(op, self.n_starts, self.steps, seed=self.seed)
+        out = {"negative_mass": d.negative_mass, "negative_mass_se": d.negative_mass_se}
+        return out | {"density_hvps": float(d.n_hvps)} | self._cost(op, batch, "density")
 
 
 @periodic_metric("singular_uniformity")

@@ -1,9 +1,12 @@
 """Figures that mirror the studies, one function per figure; runs of one experiment overlay.
 
-Every figure function takes ``runs``, a sequence of ``(label, table)`` pairs, and returns a matplotlib
-Figure, or ``None`` when no run has any of its columns. With one run, colours tell the quantities
-apart; with several, colours tell the runs apart and line styles the quantities. Axes switch to
-log (positive data) or symlog (signed data) when the values span more than two decades.
+Every figure function takes ``runs``, a sequence of ``(label, table)`` or ``(label, table, info)``
+(info: the run.json dict), and returns a matplotlib Figure, or ``None`` when no run has any of its
+columns. Runs sharing a label are the seeds of one run: they are drawn as one curve, the mean across
+seeds at each step, with a shaded band from the minimum to the maximum over seeds (:data:`SEED_BAND`).
+With one run, colours tell the quantities apart; with several, colours tell the runs apart and line
+styles the quantities. Legends sit outside the axes, on the right. Axes switch to log (positive data)
+or symlog (signed data) when the values span more than two decades.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from optprobe.report.verdicts import layer_values, series  # noqa: E402
 
-Runs = Sequence[tuple[str, pd.DataFrame]]
+Runs = Sequence[tuple[str, pd.DataFrame] | tuple[str, pd.DataFrame, Mapping[str, Any]]]
 FigureFn = Callable[[Runs], "Figure | None"]
+
+#: How seeds are drawn (the report adds it to the caption of every figure with seeds).
+SEED_BAND = (
+    "Runs that differ only by seed are one curve: the mean across seeds, with a shaded band from the "
+    "minimum to the maximum over seeds (bars: mean, whiskers min–max)."
+)
 
 #: Ratio of largest to smallest |value| beyond which an axis goes log/symlog.
 DECADES_FOR_LOG = 100.0
-PANEL_SIZE = (7.5, 3.0)
-#: Legends with more entries go outside the axes, on the right.
-LEGEND_INSIDE = 5
+PANEL_SIZE = (6.8, 3.0)
+#: PNG resolution: a figure (one column of panels, legend on the right) is ≤ ~1280 px wide, unscaled.
 DPI = 130
 _THIN = {"lw": 0.6, "alpha": 0.35}
 
@@ -47,6 +55,7 @@ class Curve:
     style: Mapping[str, Any] = field(default_factory=dict)
     prefix: bool = False
     transform: Callable[[pd.Series], pd.Series] | None = None
+    full_batch_only: bool = False  # not drawn for a run whose run.json says full_batch = false
 
     def columns(self, table: pd.DataFrame) -> list[str]:
         if not self.prefix:
@@ -76,49 +85,91 @@ def _edge(lr: pd.Series) -> pd.Series:
     return 2.0 / lr[lr > 0]
 
 
+@dataclass(frozen=True)
+class Group:
+    """The seeds of one run: its label, and each seed's table and run.json."""
+
+    label: str
+    tables: tuple[pd.DataFrame, ...]
+    infos: tuple[Mapping[str, Any], ...]
+
+    @property
+    def full_batch(self) -> bool:
+        """False when some seed's run.json says it was not full-batch GD (unknown counts as full batch)."""
+        return all(info.get("full_batch") is not False for info in self.infos)
+
+
+def seed_groups(runs: Runs) -> list[Group]:
+    """``runs`` grouped by label (the seeds of one run), in first-seen order."""
+    groups: dict[str, tuple[list[pd.DataFrame], list[Mapping[str, Any]]]] = {}
+    for run in runs:
+        label, table, info = run[0], run[1], (run[2] if len(run) > 2 else {})  # type: ignore[misc]
+        tables, infos = groups.setdefault(label, ([], []))
+        tables.append(table)
+        infos.append(info or {})
+    return [Group(label, tuple(t), tuple(i)) for label, (t, i) in groups.items()]
+
+
+def seed_band(per_seed: Sequence[pd.Series]) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(mean, min, max) across seeds at each step (steps some seeds lack use the seeds that have them)."""
+    unique = [s[~s.index.duplicated(keep="last")] for s in per_seed]
+    frame = pd.concat(unique, axis=1).sort_index()
+    return frame.mean(axis=1), frame.min(axis=1), frame.max(axis=1)
+
+
 def _figure(runs: Runs, title: str, subject: str, panels: Sequence[Panel]) -> Figure | None:
     """The panels some run has data for, stacked on a shared step axis; None when no run has ``subject``."""
-    if not any(not series(t, subject).empty for _, t in runs):
+    groups = seed_groups(runs)
+    tables = [t for g in groups for t in g.tables]
+    if not any(not series(t, subject).empty for t in tables):
         return None
-    drawn = [p for p in panels if any(c.columns(t) for c in p.curves for _, t in runs)]
-    cols = 2 if len(drawn) >= 4 else 1
-    rows = -(-len(drawn) // cols)
-    heights = [max(p.height for p in drawn[r * cols : (r + 1) * cols]) for r in range(rows)]
+    drawn = [p for p in panels if any(c.columns(t) for c in p.curves for t in tables)]
+    heights = [p.height for p in drawn]
     fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(PANEL_SIZE[0] * (1 + 0.75 * (cols - 1)), PANEL_SIZE[1] * sum(heights) + 0.7),
+        len(drawn),
+        1,
+        figsize=(PANEL_SIZE[0], PANEL_SIZE[1] * sum(heights) + 0.7),
         sharex=True,
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, panel in zip(axes.flat, drawn, strict=False):
-        _draw_panel(ax, runs, panel)
-    for ax in axes[-1]:
-        ax.set_xlabel("step t")
+    seeds = [_draw_panel(ax, groups, panel) for ax, panel in zip(axes.flat, drawn, strict=False)]
+    axes[-1, 0].set_xlabel("step t")
     fig.suptitle(title, fontsize=13, fontweight="bold")
-    fig.tight_layout()
+    fig.tight_layout()  # before the legends, so that they do not squeeze the axes
+    for ax, n in zip(axes.flat, seeds, strict=False):
+        _legend(ax, n)
     return fig
 
 
-def _draw_panel(ax: Axes, runs: Runs, panel: Panel) -> None:
+def _legend(ax: Axes, seeds: int) -> None:
+    """The legend outside the data, right of the axes (figures are saved with bbox "tight" to keep it)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    title = f"mean of {seeds} seeds, band min–max" if seeds > 1 else None
+    place = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+    ax.legend(fontsize=8, title=title, title_fontsize=8, **place)
+
+
+def _draw_panel(ax: Axes, groups: Sequence[Group], panel: Panel) -> int:
+    """Draw the panel's curves for every group; returns the most seeds a curve averages."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     plotted: list[np.ndarray] = []
-    k = 0
-    for i, (run, table) in enumerate(runs):
+    k, seeds = 0, 1
+    for i, group in enumerate(groups):
         for curve in panel.curves:
-            for column in curve.columns(table):
-                values = series(table, column)
-                if curve.transform is not None:
-                    values = curve.transform(values)
-                if values.empty:
+            if curve.full_batch_only and not group.full_batch:
+                continue
+            columns = dict.fromkeys(c for t in group.tables for c in curve.columns(t))
+            for column in columns:
+                per_seed = [_values(t, column, curve) for t in group.tables]
+                per_seed = [v for v in per_seed if not v.empty]
+                if not per_seed:
                     continue
-                colour = colours[(k if len(runs) == 1 else i) % len(colours)]
-                label = curve.legend(column) if len(runs) == 1 else f"{run}: {curve.legend(column)}"
-                style = {"lw": 1.4, "marker": "o" if len(values) < 30 else None, "ms": 3, **curve.style}
-                ax.plot(values.index, values.to_numpy(), color=colour, label=label, **style)
-                plotted.append(values.to_numpy())
-                k += 1
+                colour = colours[(k if len(groups) == 1 else i) % len(colours)]
+                label = curve.legend(column) if len(groups) == 1 else f"{group.label}: {curve.legend(column)}"
+                plotted.append(_plot(ax, per_seed, colour, label, curve.style))
+                k, seeds = k + 1, max(seeds, len(per_seed))
     for y, label in panel.hlines:
         ax.axhline(y, color="0.3", lw=0.9, ls=":", label=label)
     if plotted:
@@ -128,11 +179,29 @@ def _draw_panel(ax: Axes, runs: Runs, panel: Panel) -> None:
     ax.set_title(panel.title, fontsize=10.5)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
-    entries = len(ax.get_legend_handles_labels()[0])
-    if entries > LEGEND_INSIDE:
-        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    elif entries:
-        ax.legend(fontsize=8, loc="best", framealpha=0.8)
+    return seeds
+
+
+def _values(table: pd.DataFrame, column: str, curve: Curve) -> pd.Series:
+    values = series(table, column)
+    return curve.transform(values) if curve.transform is not None and not values.empty else values
+
+
+def _plot(
+    ax: Axes, per_seed: Sequence[pd.Series], colour: str, label: str, style: Mapping[str, Any]
+) -> np.ndarray:
+    """One curve: the series itself, or for several seeds their mean with a min–max band."""
+    if len(per_seed) == 1:
+        mean, low, high = per_seed[0], None, None
+    else:
+        mean, low, high = seed_band(per_seed)
+    line = {"lw": 1.4, "marker": "o" if len(mean) < 30 else None, "ms": 3, **style}
+    ax.plot(mean.index, mean.to_numpy(), color=colour, label=label, **line)
+    if low is None or high is None:
+        return mean.to_numpy()
+    alpha = 0.12 if float(style.get("alpha", 1.0)) < 1 else 0.22
+    ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=colour, alpha=alpha, lw=0)
+    return np.concatenate([low.to_numpy(), high.to_numpy()])
 
 
 def _auto_scale(ax: Axes, values: np.ndarray) -> None:
@@ -223,7 +292,7 @@ def sharpness(runs: Runs) -> Figure | None:
                 "curvature",
                 (
                     Curve("sharpness", "sharpness λ_max", {"lw": 1.8, "marker": "o"}),
-                    Curve("lr", "2/η", {"ls": ":", "lw": 1.4}, transform=_edge),
+                    Curve("lr", "2/η", {"ls": ":", "lw": 1.4}, transform=_edge, full_batch_only=True),
                     Curve("max_smooth_prev", "max_smooth", {"ls": "--", "lw": 1.0}),
                     Curve("exp_smooth_prev_", "exp_smooth", {"ls": "-.", "lw": 1.0}, prefix=True),
                 ),
@@ -314,23 +383,28 @@ def full_loss(runs: Runs) -> Figure | None:
 
 def r_med(runs: Runs) -> Figure | None:
     """R_med = max|H_ii| / median|H_ii| per layer (last measurement), one bar per run."""
-    values = {run: layer_values(table, "r_med") for run, table in runs}
-    layers = list(dict.fromkeys(layer for per_run in values.values() for layer in per_run))
+    groups = seed_groups(runs)
+    values = {g.label: pd.DataFrame([layer_values(t, "r_med") for t in g.tables]) for g in groups}
+    layers = list(dict.fromkeys(layer for frame in values.values() for layer in frame.columns))
     if not layers:
         return None
-    fig, ax = plt.subplots(figsize=(max(PANEL_SIZE[0], 0.5 * len(layers) * len(runs)), 4.2))
-    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(min(max(PANEL_SIZE[0], 0.5 * len(layers) * len(groups)), 9.0), 4.2))
+    width = 0.8 / len(groups)
     x = np.arange(len(layers))
-    for i, (run, per_run) in enumerate(values.items()):
-        heights = [per_run.get(layer, np.nan) for layer in layers]
-        ax.bar(x + (i - (len(runs) - 1) / 2) * width, heights, width, label=run)
+    for i, (label, frame) in enumerate(values.items()):
+        frame = frame.reindex(columns=layers)
+        mean = frame.mean().to_numpy()
+        whiskers = None
+        if len(frame) > 1:
+            whiskers = np.vstack([mean - frame.min().to_numpy(), frame.max().to_numpy() - mean])
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, mean, width, yerr=whiskers, capsize=2, label=label)
     ax.set_xticks(x, layers, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("R_med = max|H_ii| / median|H_ii|")
-    _auto_scale(ax, np.array([v for per_run in values.values() for v in per_run.values()]))
+    _auto_scale(ax, np.concatenate([frame.to_numpy().ravel() for frame in values.values()]))
     ax.set_title("Uniformity of the Hessian diagonal per layer (lower = more uniform)", fontweight="bold")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
+    _legend(ax, max(len(frame) for frame in values.values()))
     return fig
 
 
@@ -352,8 +426,8 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str) -> Path
     """Write ``name.png`` and ``name.pdf`` into ``out_dir``, close the figure; returns the PNG path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", dpi=DPI)
-    fig.savefig(out / f"{name}.pdf")
+    fig.savefig(out / f"{name}.png", dpi=DPI, bbox_inches="tight")  # keeps the outside legends
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
     plt.close(fig)
     return out / f"{name}.png"
 

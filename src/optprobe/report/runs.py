@@ -14,8 +14,19 @@ from optprobe.report.verdicts import Verdict, assess, series
 from optprobe.runinfo import RUN_INFO, read_run_info
 from optprobe.sinks.table import LOG_NAME, read_table
 
-#: Verdicts shown as columns of :func:`compare`.
-COMPARE_KEYS = ("convexity_prev", "convexity_average", "convexity_ratio", "smoothness", "update_correlation")
+#: Verdicts shown as columns of :func:`compare`: convexity, smoothness and curvature, then the optimizer's.
+COMPARE_KEYS = (
+    "convexity_prev",
+    "convexity_average",
+    "convexity_ratio",
+    "smoothness",
+    "relaxed_smoothness",
+    "edge_of_stability",
+    "linf_geometry",
+    "diagonal_uniformity",
+    "update_correlation",
+    "random_scaling",
+)
 
 
 @dataclass
@@ -80,14 +91,21 @@ def _steps(table: pd.DataFrame) -> int:
 
 
 def compare(run_dirs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """One row per run: label, experiment, steps, final losses and the key verdicts (:data:`COMPARE_KEYS`)."""
+    """One row per run: label, seed, experiment, steps, final losses and the key verdicts
+    (:data:`COMPARE_KEYS`)."""
+    return compare_runs(load_runs(run_dirs))
+
+
+def compare_runs(runs: Sequence[Run]) -> pd.DataFrame:
+    """:func:`compare` on runs already loaded."""
     rows = []
-    for run in load_runs(run_dirs):
+    for run in runs:
         loss, full = series(run.table, "loss"), series(run.table, "full_loss")
         verdicts = {v.key: str(v.verdict) for v in run.verdicts if v.key in COMPARE_KEYS}
         rows.append(
             {
                 "label": run.label,
+                "seed": run.info.get("seed", pd.NA),
                 "experiment": run.experiment,
                 "steps": _steps(run.table),
                 "final_loss": float(loss.iloc[-1]) if len(loss) else float("nan"),

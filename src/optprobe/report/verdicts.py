@@ -254,7 +254,8 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
     """Edge of stability: final sharpness / (2/η), with η the learning rate on that row (or the last one).
 
     Holds ("at the edge of stability") when |ratio − 1| ≤ EOS_TOL; fails below or above the band.
-    The phenomenon is predicted for full-batch GD; the detail says when the run was minibatch.
+    The phenomenon is predicted for full-batch GD: a run whose run.json says ``full_batch`` is false
+    is "not measured" (the detail still gives the ratio).
     """
     key, assumption = "edge_of_stability", "edge of stability (sharpness ≈ 2/η)"
     statistic, criterion = "final sharpness / (2/η)", "|ratio − 1| ≤ 0.1"
@@ -266,7 +267,8 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
     ratio = float(sharp.iloc[-1]) * eta / 2.0
     detail = f"final sharpness {sharp.iloc[-1]:.3g}, 2/η = {2 / eta:.3g}"
     if info is not None and info.get("full_batch") is False:
-        detail += "; minibatch run (the prediction is for full-batch GD)"
+        detail = f"not full-batch GD (the prediction is for full-batch GD); {detail}, ratio {ratio:.3g}"
+        return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
     if abs(ratio - 1.0) <= EOS_TOL:
         return Verdict(
             key, assumption, statistic, ratio, criterion, Label.HOLDS, "at the edge of stability; " + detail
@@ -277,22 +279,30 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
 
 # -------------------------------------------------------------------------------- correlation
 def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean and a ``confidence`` t-interval that allows for correlation between successive steps.
+    """Mean of every value and a ``confidence`` t-interval that allows for correlation between steps.
 
-    With n ≥ 2·BATCH_MEANS values: batch means — the series (minus its first n mod BATCH_MEANS
-    values) is cut into BATCH_MEANS contiguous batches whose means are close to independent, and the
-    t-interval uses their spread with BATCH_MEANS − 1 degrees of freedom. Fewer values: the plain
-    t-interval. Fewer than 2 values: an infinite interval.
+    The centre is the mean x̄ of all n values. With n ≥ 2·BATCH_MEANS values the spread comes from batch
+    means: the series is cut into B = BATCH_MEANS contiguous batches of sizes n_b differing by at most
+    one (no value dropped), whose means ȳ_b are close to independent with Var ȳ_b ≈ σ²/n_b (σ² the
+    long-run variance). Then σ̂² = Σ_b n_b (ȳ_b − x̄)² / (B − 1) and the interval is
+    x̄ ± t_{B−1} · σ̂/√n (with equal batches: the classic s_B/√B). Fewer values: the plain t-interval,
+    x̄ ± t_{n−1} · s/√n. Fewer than 2 values: an infinite interval.
     """
     from scipy.stats import t as student
 
     x = np.asarray(values, float)
     if len(x) < 2:
         return (float(x.mean()) if len(x) else math.nan), -math.inf, math.inf
+    mean = float(x.mean())
     if len(x) >= 2 * BATCH_MEANS:
-        x = x[len(x) % BATCH_MEANS :].reshape(BATCH_MEANS, -1).mean(axis=1)
-    mean, sem = float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
-    half = float(student.ppf(0.5 + confidence / 2, len(x) - 1)) * sem
+        batches = np.array_split(x, BATCH_MEANS)
+        sizes = np.array([len(b) for b in batches], float)
+        means = np.array([b.mean() for b in batches])
+        sem = math.sqrt(float((sizes * (means - mean) ** 2).sum()) / (BATCH_MEANS - 1) / len(x))
+        dof = BATCH_MEANS - 1
+    else:
+        sem, dof = float(x.std(ddof=1) / math.sqrt(len(x))), len(x) - 1
+    half = float(student.ppf(0.5 + confidence / 2, dof)) * sem
     return mean, mean - half, mean + half
 
 
