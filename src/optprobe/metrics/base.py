@@ -123,9 +123,18 @@ def _sqrt(v: float) -> float:
 
 
 class TrajectoryMetric(ABC):
-    """A metric of the training trajectory, updated at each measured step from shared evaluations."""
+    """A metric of the training trajectory, updated at each measured step from shared evaluations.
+
+    ``family`` and ``columns`` name what it writes for trackers (``optprobe/<family>/<column>``): each
+    column is a stem of ``columns``, a stem and a suffix (``inst_gap`` → ``inst_gap_prev``) or a stem and a
+    layer (``inst_smooth_prev/fc1``); columns not declared go under ``other``. ``emas`` names the stems
+    whose columns end in an EMA's β (``exp_gap`` → ``exp_gap_prev_0.99``), tracked by β's index instead.
+    """
 
     needs: Needs = Needs()
+    family: str = "other"
+    columns: tuple[str, ...] = ()
+    emas: tuple[str, ...] = ()
 
     @abstractmethod
     def update(self, data: StepData) -> dict[str, float]:
@@ -142,9 +151,12 @@ class TrajectoryMetric(ABC):
 
 
 class PeriodicMetric(ABC):
-    """A metric computed every ``every`` steps at x_t on a fixed evaluation batch (e.g. curvature)."""
+    """A metric computed every ``every`` steps at x_t on a fixed evaluation batch (e.g. curvature);
+    ``family`` and ``columns`` as for :class:`TrajectoryMetric`."""
 
     every: int = 100
+    family: str = "other"
+    columns: tuple[str, ...] = ()
 
     @abstractmethod
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:

@@ -16,6 +16,8 @@ from optprobe.metrics.windows import WindowedMetric, WindowStats
 class ConvexityGap(WindowedMetric):
     """inst_gap, avg_gap and exp_gap against ``against`` = "prev" (x_{t−1}) or "ref" (x*)."""
 
+    family, columns, emas = "convexity", ("inst_gap", "avg_gap", "exp_gap"), ("exp_gap",)
+
     def __init__(self, against: str = "prev", betas: Sequence[float] = (0.99,)) -> None:
         if against not in ("prev", "ref"):
             raise ValueError(f"against must be 'prev' or 'ref', got {against!r}")

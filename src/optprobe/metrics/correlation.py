@@ -23,6 +23,10 @@ from optprobe.metrics.registry import Setup, trajectory_family
 class UpdateCorrelation(TrajectoryMetric):
     """update_corr, update_corr_rs, loss_diff and their cumulative sums Σ over measured steps only."""
 
+    family = "correlation"
+    columns = ("update_corr", "update_corr_rs", "loss_diff")
+    columns += tuple(f"cum_{name}" for name in columns)
+
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
         self.needs = Needs(losses=frozenset({"prev"}), dots=frozenset({("g", "dx_prev")}))

@@ -32,6 +32,8 @@ class _HessianMetric(PeriodicMetric):
     ``eval_loader`` (:class:`~optprobe.curvature.FullHessianOperator`, F's seed and masks), which adds
     ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
 
+    family = "curvature"
+
     def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
         if on not in ("batch", "eval"):
             raise OptprobeError(f"on must be 'batch' or 'eval', got {on!r}")
@@ -72,6 +74,8 @@ class Sharpness(_HessianMetric):
     lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
     max(|λ_max|, |λ_min|)."""
 
+    columns = ("sharpness", "spectral_norm")
+
     def __init__(
         self,
         every: int = 100,
@@ -106,6 +110,8 @@ class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
     ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra)."""
 
+    columns = ("hessian_trace",)
+
     def __init__(
         self,
         every: int = 100,
@@ -138,6 +144,8 @@ class DiagonalGeometry(_HessianMetric):
     ℓ(x_t, z) ≤ level (once per level; ``r_med_level`` names the lowest level crossed), so that runs of
     different optimizers are compared at equal training loss, not at equal step.
     """
+
+    columns = ("r_med", "diag_dominance")
 
     def __init__(
         self,
@@ -190,6 +198,8 @@ class HessianL11(_HessianMetric):
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
 
+    columns = ("hessian_l11", "blockwise_smoothness")
+
     def __init__(
         self,
         every: int = 100,
@@ -219,6 +229,8 @@ class GaussNewton(PeriodicMetric):
     """``gn_lambda_max_h``, ``gn_lambda_max_ggn``, ``gn_lambda_min_h``, ``gn_trace_h``, ``gn_trace_ggn``,
     ``gn_trace_residual`` (tr R = tr H − tr G) and ``gn_hvps`` on the periodic batch: H = G + R, with the
     Probe's ``loss_fn`` a :class:`~optprobe.curvature.SplitLoss` (the loss through the model's outputs)."""
+
+    family, columns = "curvature", ("gn",)
 
     def __init__(
         self,
@@ -252,6 +264,8 @@ class SpectralDensityMetric(_HessianMetric):
     """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
     ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
 
+    columns = ("negative_mass", "density")
+
     def __init__(
         self,
         every: int = 100,
@@ -274,6 +288,8 @@ class SpectralDensityMetric(_HessianMetric):
 @periodic_metric("singular_uniformity")
 class SingularUniformity(PeriodicMetric):
     """``effective_rank/<layer>`` and ``singular_r_med/<layer>`` of each weight matrix (no Hessian needed)."""
+
+    family, columns = "curvature", ("effective_rank", "singular_r_med")
 
     def __init__(self, every: int = 100, top: int = 1) -> None:
         self.every, self.top = every, top

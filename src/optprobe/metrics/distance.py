@@ -13,6 +13,8 @@ from optprobe.metrics.registry import Setup, trajectory_family
 class DistanceFromInit(TrajectoryMetric):
     """dist_init and grad_dot_init; ``dist_init/<layer>`` and ``grad_dot_init/<layer>`` per layer."""
 
+    family, columns = "distance", ("dist_init", "grad_dot_init")
+
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
         self.needs = Needs(dots=frozenset({("dx_init", "dx_init"), ("g", "dx_init")}))

@@ -42,6 +42,8 @@ def _map(batch: Batch, fn: Callable[[Tensor], Any], other: Any = "keep") -> Any:
 class GradientNoise(PeriodicMetric):
     """``grad_noise_trace``, ``grad_noise_rel`` and ``gsnr/<layer>`` on the periodic batch at x_t."""
 
+    family, columns = "gradient_noise", ("grad_noise", "gsnr")
+
     def __init__(self, every: int = 100, chunk_size: int = 32) -> None:
         if chunk_size < 1:
             raise OptprobeError(f"chunk_size must be ≥ 1, got {chunk_size}")

@@ -9,6 +9,8 @@ from optprobe.metrics.registry import Setup, trajectory_family
 class Norms(TrajectoryMetric):
     """grad_norm, grad_l1, grad_linf, param_norm, update_norm."""
 
+    family, columns = "norms", ("grad_norm", "grad_l1", "grad_linf", "param_norm", "update_norm")
+
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
         self.needs = Needs(

@@ -117,3 +117,29 @@ def build(entries: Sequence[str | TrajectoryMetric], setup: Setup) -> list[Traje
                 f"({type(entry).__name__})"
             )
     return metrics
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What metric classes declare about their columns: (stem, family) pairs, longest stem first, and
+    the stems of EMA columns (``<stem>_<against>_<β>``, as :class:`~optprobe.metrics.windows.WindowStats`
+    names them)."""
+
+    stems: tuple[tuple[str, str], ...]
+    emas: tuple[str, ...]
+
+
+def declared_columns() -> Declared:
+    """The columns every metric class declares: built-ins, the full-batch metrics and the user's own."""
+    _load_builtins()
+    from optprobe.metrics.fullbatch import FullBatchMetrics
+
+    classes: list[type] = [FullBatchMetrics]
+    pending: list[type] = [TrajectoryMetric, PeriodicMetric]
+    while pending:
+        cls = pending.pop()
+        classes.append(cls)
+        pending += cls.__subclasses__()
+    pairs = {(stem, cls.family) for cls in classes for stem in getattr(cls, "columns", ())}
+    emas = {stem for cls in classes for stem in getattr(cls, "emas", ())}
+    return Declared(tuple(sorted(pairs, key=lambda pair: (-len(pair[0]), pair))), tuple(sorted(emas)))

@@ -16,6 +16,8 @@ from optprobe.metrics.windows import WindowedMetric, WindowStats
 class Smoothness(WindowedMetric):
     """inst_smooth, max_smooth, exp_smooth against "prev" or "ref"; per layer when asked."""
 
+    family, columns, emas = "smoothness", ("inst_smooth", "max_smooth", "exp_smooth"), ("exp_smooth",)
+
     def __init__(
         self, against: str = "prev", betas: Sequence[float] = (0.99,), per_layer: bool = False
     ) -> None:

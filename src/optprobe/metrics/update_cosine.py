@@ -13,6 +13,8 @@ from optprobe.metrics.registry import Setup, trajectory_family
 class UpdateCosine(TrajectoryMetric):
     """update_cos, and ``update_cos/<layer>`` per layer when asked."""
 
+    family, columns = "update_cosine", ("update_cos",)
+
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
         pairs = {("dx_prev", "prev_dx"), ("dx_prev", "dx_prev"), ("prev_dx", "prev_dx")}
