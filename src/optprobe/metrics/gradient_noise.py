@@ -8,7 +8,8 @@ A periodic metric, since it costs about B backward passes: ``torch.func.vmap(gra
 ``chunk_size`` examples, each seen by ``loss_fn`` as a batch of one (every tensor of the batch is
 batch-first), merged into running per-coordinate means and squared deviations in float64 (Chan et al.),
 so memory holds one chunk of per-sample gradients. Dropout draws a mask per example; models with
-BatchNorm need ``ProbeConfig(eval_mode=True)`` (one example has no batch statistics).
+BatchNorm need ``ProbeConfig(eval_mode=True)`` (one example has no batch statistics). Under data
+parallelism each rank measures its own periodic batch (nothing is reduced across ranks).
 """
 
 from __future__ import annotations
