@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = (["--help"], ["list"], ["run", "--help"], ["sweep", "--help"])
+COMMANDS = (["--help"], ["--version"], ["list"], ["run", "--help"], ["sweep", "--help"])
 
 
 def main() -> None:

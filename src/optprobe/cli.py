@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from optprobe.errors import OptprobeError
 
@@ -15,10 +19,22 @@ from optprobe.errors import OptprobeError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    with _quiet_broken_pipes():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; a user's mistake or the machine's failure is one line on stderr and rc 2."""
     try:
         return args.handler(args)
     except (OptprobeError, FileNotFoundError) as exc:  # bad input: the message says what to change
         print(f"optprobe: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = _environment_error(exc)
+        if message is None:  # not a full disk, a permission or a file in the way: a bug to report
+            raise
+        print(f"optprobe: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -29,10 +45,90 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: errno → what to do, for the failures of the machine rather than of optprobe (translated at the CLI).
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space and run the same command again (it resumes from the last "
+    "checkpoint; every row written so far stays readable)",
+    errno.EDQUOT: "the disk quota is used up: free space and run the same command again (it resumes from the "
+    "last checkpoint; every row written so far stays readable)",
+    errno.EFBIG: "the file grew past the size this file system allows: write to another disk (--out)",
+    errno.EACCES: "permission denied: choose a folder you can write to (--out) or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to (--out) or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable folder (--out)",
+    errno.ENOTDIR: "a file is in the way of a folder: give --out a folder",
+    errno.EEXIST: "a file is in the way of a folder: give --out a folder",
+    errno.EISDIR: "a folder is where a file should be written: remove it or choose another --out",
+}
+
+
+def _environment_error(exc: OSError) -> str | None:
+    """The one-line message for an OSError caused by the machine or the paths given (None for others)."""
+    hint = _ENVIRONMENT_ERRORS.get(exc.errno)
+    if hint is None:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}: {hint}"
+
+
+class _PipeSafe:
+    """A text stream that stops writing, without an error, once its reader has gone (``| head``,
+    ``| tee`` stopped by Ctrl-C): training then finishes its step and checkpoint instead of dying."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if not self._broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        """Point the descriptor at /dev/null, so the interpreter's last flush at exit succeeds too."""
+        self._broken = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipes() -> Iterator[None]:
+    """Replace stdout and stderr by :class:`_PipeSafe` wrappers for the command's duration."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # what is still buffered, while a broken pipe is still quietly dropped
+        sys.stdout, sys.stderr = saved
+
+
+def _version() -> str:
+    from optprobe import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optprobe", description="Test optimization theory against real training runs."
     )
+    parser.add_argument("--version", action="version", version=f"optprobe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run experiments (default: the default suite) and build the report")
@@ -92,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--criterion", default="loss", help="table column to minimise (default: loss)")
     sweep.add_argument("--out", type=Path, default=Path("runs"))
     sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--resources", help="per Ray trial: cpu=2,gpu=0.5 (default cpu=1, gpu=1 on cuda)")
     sweep.add_argument("--quick", action="store_true")
     sweep.add_argument("--no-report", action="store_true")
     sweep.set_defaults(handler=_sweep)
@@ -122,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         experiment_names,
         get_experiment,
     )
-    from optprobe.experiments.runner import Divergence, run_experiment
+    from optprobe.experiments.runner import check_experiment, run_experiment
 
     _check_device(args.device)
     if args.seeds is not None and args.seeds < 1:
@@ -145,17 +242,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         experiments = [replace(experiment, seeds=args.seeds) for experiment in experiments]
     args.out = args.out or Path("runs")
+    _check_out(args.out)
+    for experiment in experiments:
+        check_experiment(experiment)
     start = time.perf_counter()
     run_dirs: list[Path] = []
-    diverged = 0
     for experiment in experiments:
         print(f"== {experiment.name}: {experiment.title}", flush=True)
-        try:
-            run_dirs += run_experiment(experiment, args.out, args.device, progress=not args.no_progress)
-        except Divergence as exc:
-            diverged += 1
-            print(f"optprobe: {exc}", file=sys.stderr)
+        run_dirs += run_experiment(experiment, args.out, args.device, progress=not args.no_progress)
     print(f"{len(run_dirs)} runs in {time.perf_counter() - start:.0f} s, in {args.out}/")
+    diverged = _print_divergences(run_dirs)
     if not args.no_report and run_dirs:
         from optprobe.report import build_report
 
@@ -165,20 +261,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from optprobe.experiments.runner import check_experiment
     from optprobe.experiments.sweep import best_settings, expand, parse_grid, run_sweep
 
     _check_device(args.device)
     grid = parse_grid(args.grid)
     experiment = expand(args.experiment, grid, args.seeds, args.overrides, args.quick)
+    _check_out(args.out)
+    check_experiment(experiment)
     print(f"== {experiment.name}: {len(experiment.runs)} runs on the {args.executor} executor", flush=True)
-    run_dirs = run_sweep(experiment, args.out, args.executor, args.workers, args.device)
+    run_dirs = run_sweep(experiment, args.out, args.executor, args.workers, args.device, args.resources)
     best = best_settings(run_dirs, list(grid), args.criterion)
     print(best.to_string(index=False))
     if not args.no_report:
         from optprobe.report import build_report
 
         print(f"report: {build_report(run_dirs, args.out / experiment.name)}")
-    return 0
+    return 1 if _print_divergences(run_dirs) else 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -198,6 +297,7 @@ def _report(args: argparse.Namespace) -> int:
     run_dirs = find_run_dirs(args.runs)
     path = build_report(run_dirs, args.out or args.runs[0])
     print(f"report: {path}")
+    _print_divergences(run_dirs)
     return 0
 
 
@@ -206,7 +306,8 @@ def _compare(args: argparse.Namespace) -> int:
     from optprobe.report.findings import experiment_findings, finding_lines
     from optprobe.report.runs import compare_runs
 
-    runs = load_runs(find_run_dirs(args.runs))
+    run_dirs = find_run_dirs(args.runs)
+    runs = load_runs(run_dirs)
     table = compare_runs(runs)
     measured = [c for c in table.columns if not (table[c].astype(str) == "not measured").all()]
     print(table[measured].to_string(index=False))  # a verdict no run measures is left out
@@ -214,7 +315,23 @@ def _compare(args: argparse.Namespace) -> int:
     if findings:
         print("\nfindings (95% intervals across seeds):")
         print("\n".join(finding_lines(findings)))
+    _print_divergences(run_dirs)
     return 0
+
+
+def _print_divergences(run_dirs: Sequence[Path]) -> int:
+    """Print, on stderr, every run of ``run_dirs`` whose run.json records a divergence; returns how many."""
+    from optprobe.runinfo import divergence_message
+
+    messages = [m for m in map(divergence_message, run_dirs) if m is not None]
+    for message in messages:
+        print(f"optprobe: {message}", file=sys.stderr)
+    return len(messages)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OptprobeError(f"--out {out} is a file; give --out a folder (it is created when missing)")
 
 
 def _check_device(device: str) -> None:

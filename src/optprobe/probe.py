@@ -203,6 +203,11 @@ class Probe:
                 "built, so F(x*) is not the reference model's own loss: pass a reference with its buffers "
                 "(a module, or its full state_dict)",
             )
+        if isinstance(eval_loader, Iterator):  # a generator: read once, but F is measured again and again
+            raise OptprobeError(
+                f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
+                "F is measured many times: pass a list of batches or a DataLoader"
+            )
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         for metric in self.metrics:
             metric.needs.check(type(metric).__name__)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from optprobe.errors import OptprobeError
 from optprobe.files import write_atomic
 
 RUN_INFO = "run.json"
@@ -61,7 +62,19 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+    """The run's ``run.json`` as a dict; :class:`OptprobeError` saying what to do when it is damaged."""
+    path = Path(run_dir) / RUN_INFO
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        info = exc
+    if not isinstance(info, dict):
+        what = f"is not JSON ({info})" if isinstance(info, Exception) else "is not a JSON object"
+        raise OptprobeError(
+            f"{path} {what}, so {Path(run_dir)} is a damaged run directory (its metrics.jsonl rows are "
+            f"untouched); to redo the run, delete {Path(run_dir)} or run into a new --out"
+        )
+    return info
 
 
 def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
@@ -72,3 +85,16 @@ def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
     info.update(fields)
     write_json_atomic(path, info)
     return info
+
+
+def divergence_message(run_dir: str | os.PathLike[str], info: dict[str, Any] | None = None) -> str | None:
+    """"<run dir> diverged: the loss is … at step …" when run.json records a divergence, else None."""
+    info = read_run_info(run_dir) if info is None else info
+    record = info.get("divergence")
+    if not isinstance(record, dict):
+        return None
+    return (
+        f"{run_dir} diverged: the loss is {record.get('loss')} at step {record.get('step')}, where training "
+        f"stopped (on_divergence={record.get('policy')!r}); the table holds every step up to it. Lower lr "
+        "(into a new --out), or set on_divergence='skip' to skip such steps"
+    )

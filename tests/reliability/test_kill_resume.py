@@ -194,3 +194,89 @@ def test_a_crash_in_the_last_epoch_end_resumes_and_writes_that_epoch_end(tmp_pat
     table = read_table(run_dir)
     assert (table["event"] == "epoch_end").sum() == 3
     _assert_same_table(whole, run_dir)
+
+
+_KILL_IN_ATOMIC_WRITE = """
+import os, signal, sys
+import optprobe.files as files
+fsync = files._fsync
+def kill_before_the_rename(path, flags):
+    fsync(path, flags)
+    if path.name.startswith(".checkpoint.pt."):  # the temporary is written, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+files._fsync = kill_before_the_rename
+from optprobe.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+_HOLD_AFTER_12_STEPS = """
+import sys, time
+from optprobe.experiments import runner
+train_step = runner._train_step
+def slow_after_12(model, task, optimizer, probe, batch):
+    loss = train_step(model, task, optimizer, probe, batch)
+    if probe.step == 12:
+        print("holding", flush=True)
+        time.sleep(120)  # killed here, inside a step, holding the run directory's lock
+    return loss
+runner._train_step = slow_after_12
+from optprobe.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_inside_the_atomic_write_and_while_holding_the_lock_with_a_second_writer(tmp_path, capsys):
+    """A writer killed inside write_atomic leaves a temporary; a second writer started while the next one
+    holds the lock is refused with its PID; that one is SIGKILLed mid-step; the final run removes the
+    temporaries and ends with the uninterrupted table."""
+    whole, args = _small(tmp_path, "whole")
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    run_dir, args = _small(tmp_path, "killed")
+    args += ["--no-progress", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-c", _KILL_IN_ATOMIC_WRITE, *args]
+    killed = subprocess.run(cmd, env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert list(run_dir.glob(".checkpoint.pt.*.tmp"))  # the half-done write the kill left
+
+    cmd = [sys.executable, "-c", _HOLD_AFTER_12_STEPS, *args]
+    holder = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in holder.stdout:  # "== interrupt_test", then "holding" at step 12
+        if "holding" in line:
+            break
+    assert holder.poll() is None, holder.stderr.read()[-2000:]
+    capsys.readouterr()
+    assert main(args) == 2  # the second writer, concurrent with the holder
+    err = capsys.readouterr().err
+    assert f"PID {holder.pid}" in err and "Traceback" not in err, err
+    holder.kill()
+    holder.wait()
+
+    assert main(args) == 0
+    _assert_same_table(whole, run_dir)
+    assert not list(run_dir.parent.parent.rglob("*.tmp"))
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+def test_ctrl_c_through_a_pipe_stops_after_the_step_and_checkpoint(tmp_path):
+    """`optprobe run 2>&1 | tee log` and Ctrl-C: the reader dies with the writer; the progress bar's next
+    write finds a broken pipe, and the run must still finish its step, checkpoint and resume exactly."""
+    whole, args = _small(tmp_path, "whole")
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    run_dir, args = _small(tmp_path, "piped")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "optprobe.cli", *args, "--no-report"]  # with the progress bar on stderr
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while proc.poll() is None and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    while proc.poll() is None and len(read_table(run_dir)) < 13:
+        time.sleep(0.01)
+    proc.stdout.close()  # tee is gone
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["finished"] is False and info["steps"] >= 13
+    assert main([*args, "--no-progress", "--no-report"]) == 0
+    _assert_same_table(whole, run_dir)

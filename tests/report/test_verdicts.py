@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from optprobe.curvature.relaxed import relaxed_smoothness
@@ -240,3 +242,28 @@ def test_random_scaling_without_its_cumulative_columns_is_not_measured():
     )
     verdict = check_random_scaling(table, {"random_scaling": True})
     assert verdict.verdict == Label.NOT_MEASURED and "cum_update_corr_rs" in verdict.detail
+
+
+_COLUMNS = (
+    "loss", "inst_gap_prev", "inst_gap_ref", "convexity_ratio", "inst_smooth_prev", "full_grad_norm",
+    "grad_norm", "sharpness", "lr", "update_corr", "update_corr_rs", "loss_diff", "cum_update_corr_rs",
+    "cum_loss_diff", "grad_std", "pl_ratio", "spectral_norm", "hessian_l11_per_dim", "hessian_l11",
+    "r_med/a", "scale",
+)  # fmt: skip
+_AWKWARD = st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -1e300, 3.6e17, 1e-300, 0.0, 1.0, -1.0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 45))
+def test_every_verdict_survives_nan_inf_and_huge_values(data, rows):
+    """A diverged run's table (‖∇F‖ ~ 1e17, inf, NaN) gives a report card, never an error: each verdict
+    has a finite value, or is "not measured" (or inconclusive) with the reason."""
+    columns = data.draw(st.lists(st.sampled_from(_COLUMNS), min_size=1, max_size=8, unique=True))
+    t = pd.DataFrame({"step": range(rows)})
+    for column in columns:
+        t[column] = data.draw(st.lists(_AWKWARD, min_size=rows, max_size=rows))
+    card = assess(t, {"full_batch": True, "model": {"parameters": 10}})
+    assert len(card) == len(CHECKS)
+    for v in card:
+        assert isinstance(v.verdict, Label)
+        assert math.isfinite(v.value) or (v.verdict in (Label.NOT_MEASURED, Label.INCONCLUSIVE) and v.detail)

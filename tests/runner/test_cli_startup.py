@@ -17,7 +17,10 @@ _PROBE = (
 )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list"], ["run", "--help"], ["sweep", "--help"]])
+QUICK_COMMANDS = [["--help"], ["--version"], ["list"], ["run", "--help"], ["sweep", "--help"]]
+
+
+@pytest.mark.parametrize("argv", QUICK_COMMANDS)
 def test_quick_commands_do_not_import_torch(argv):
     out = subprocess.run(
         [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True, check=True
@@ -35,3 +38,12 @@ def test_import_optprobe_is_lazy_but_the_public_names_work():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ok"
+
+
+def test_version_prints_the_package_version(capsys):
+    from optprobe import __version__
+    from optprobe.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"optprobe {__version__}"

@@ -14,11 +14,14 @@ QUICK = ["--quick", "--no-progress", "--no-report"]
 
 
 def test_a_run_directory_made_with_other_settings_is_refused_not_reused(tmp_path, capsys):
+    from optprobe.experiments.registry import get_experiment
+
     out = str(tmp_path)
+    lr = next(r.lr for r in get_experiment("convex_sanity", quick=True).runs if r.label == "least_squares_gd")
     assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0
     assert main(["run", "convex_sanity", *QUICK, "--out", out, "--set", "runs.least_squares_gd.lr=0.5"]) == 2
     err = capsys.readouterr().err
-    assert "another configuration" in err and "lr: 0.05 -> 0.5" in err and "--out" in err
+    assert "another configuration" in err and f"lr: {lr} -> 0.5" in err and "--out" in err
     assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0  # the same settings: skipped, fine
 
 

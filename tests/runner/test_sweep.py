@@ -1,4 +1,4 @@
-"""Sweeps: grid × seeds on the local process pool (and on a local Ray instance when Ray is installed)."""
+"""Sweeps: grid × seeds on the local process pool (the Ray executor: test_ray_tune.py, 2-node cluster)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,9 @@ def test_grid_parsing_and_expansion():
         parse_grid(["lr"])
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_sweep_picks_the_best_learning_rate_per_run(executor, tmp_path):
-    if executor == "ray":
-        pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optprobe[ray]'")
+def test_sweep_picks_the_best_learning_rate_per_run(tmp_path):
     exp = expand("convex_sanity", {"lr": ["0.0001", "0.05"]}, seeds=1, overrides=["epochs=3"], quick=True)
-    run_dirs = run_sweep(exp, tmp_path, executor=executor, workers=2)
+    run_dirs = run_sweep(exp, tmp_path, executor="local", workers=2)
     best = best_settings(run_dirs, ["lr"], "loss")
     winners = best[best["best"]].set_index("run")["lr"]
     assert winners.to_dict() == {"logistic_adamw": 0.05, "least_squares_gd": 0.05}  # 1e-4 barely moves

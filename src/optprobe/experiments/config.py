@@ -80,6 +80,7 @@ class RunConfig:
     reference: str = "none"
     pilot_epochs: int = 0
     checkpoint_every: int = 200
+    keep_checkpoint: bool = False
     on_divergence: str = "stop"
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     curvature: list[CurvatureSpec] = field(default_factory=list)
@@ -121,6 +122,10 @@ def load_experiment(
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise OptprobeError(f"experiment file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise OptprobeError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise OptprobeError(f"{path} is a folder, not an experiment file") from None
     except tomllib.TOMLDecodeError as exc:
         raise OptprobeError(f"{path} is not valid TOML: {exc}") from None
     return experiment_from_dict(raw, overrides, quick, source=str(path), strict=strict)
@@ -135,7 +140,12 @@ def experiment_from_dict(
 ) -> ExperimentConfig:
     """Build a validated :class:`ExperimentConfig` from parsed TOML (see :func:`load_experiment`)."""
     raw = dict(raw)
-    run_tables = raw.pop("runs", None) or [{}]
+    run_tables = raw.pop("runs", None)
+    if not run_tables:
+        raise OptprobeError(
+            f"{source} has no [[runs]] table: add one per training run, e.g. [[runs]] label = \"sgd\" "
+            "optimizer = \"sgd\" lr = 0.01 (keys shared by every run go in [defaults])"
+        )
     if not isinstance(run_tables, list):
         raise OptprobeError(f"{source}: runs must be an array of tables ([[runs]]), got {run_tables!r}")
     header = _build(ExperimentConfig, {**raw, "runs": []}, source)
@@ -184,6 +194,12 @@ def _check_choices(run: RunConfig, source: str) -> None:
     for name in ("epochs", "max_steps", "batch_size", "eval_size", "pilot_epochs"):
         if getattr(run, name) < 0:
             raise OptprobeError(f"{source}: run {run.label!r}: {name} must be ≥ 0, got {getattr(run, name)}")
+    for spec in run.curvature:
+        if spec.every < 1:
+            raise OptprobeError(
+                f"{source}: run {run.label!r}: curvature {spec.name!r} every must be ≥ 1 (steps between "
+                f"measurements), got {spec.every}; to measure no curvature, remove its entry"
+            )
     if run.checkpoint_every < 1:
         raise OptprobeError(
             f"{source}: run {run.label!r}: checkpoint_every must be ≥ 1, got {run.checkpoint_every}"
@@ -253,9 +269,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise OptprobeError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
+    required = [f.name for f in fields(cls) if _is_required(f) and f.name not in data]
+    if required:
+        raise OptprobeError(f"{where}: the key {required[0]!r} is required (e.g. {required[0]} = \"…\")")
     hints = typing.get_type_hints(cls)
     values = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in data.items()}
     return cls(**values)
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

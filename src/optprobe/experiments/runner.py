@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import itertools
 import json
 import math
 import os
+import pickle
 import signal
 import threading
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,19 @@ from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch
 from optprobe.experiments.config import ExperimentConfig, RunConfig
 from optprobe.experiments.sweep import seed_dir_name
-from optprobe.experiments.tasks import Task, build_task
-from optprobe.files import write_atomic
+from optprobe.experiments.tasks import Task, build_task, check_task_options
+from optprobe.files import remove_dead_temporaries, write_atomic
+from optprobe.locks import LOCK_NAME, run_dir_lock
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe, ProbeConfig
-from optprobe.runinfo import as_stored, read_run_info
+from optprobe.runinfo import as_stored, read_run_info, update_run_info
+from optprobe.sinks import Sink
+from optprobe.sinks.table import LOG_NAME, read_table
 
 CHECKPOINT = "checkpoint.pt"
+#: Settings that do not change a run's results: changing them on a run directory is not a new configuration.
+_NOT_RESULTS = ("keep_checkpoint",)
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "probe", "rng", "step", "epoch", "batch_in_epoch")
 EVAL_CHUNK = 1024
 
 
@@ -69,14 +78,61 @@ def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
 
 
 def run_one(
-    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True
-) -> Path:
-    """Train one run with the Probe attached; skips a finished run and resumes an interrupted one."""
+    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
+    sinks: Sequence[Sink] = (),
+) -> Path:  # fmt: skip
+    """Train one run with the Probe attached; skips a finished run and resumes an interrupted one.
+    ``sinks`` receive the rows too (e.g. Ray Tune's reporter).
+
+    Holds the run directory's lock throughout (a second writer is refused, naming this one's PID), and
+    first removes what killed writers left there and in ``_cache``. A divergence under the "stop" policy
+    is recorded in run.json (``divergence``: step, loss, policy) and ends the run normally.
+    """
+    new = not run_dir.exists()
+    try:
+        with run_dir_lock(run_dir):
+            for folder in (run_dir, run_dir.parent / "_cache"):
+                remove_dead_temporaries(folder)
+            with contextlib.suppress(Divergence):  # recorded in run.json before it is raised
+                _train_one(run, run_dir, experiment, device, progress, sinks)
+            _drop_checkpoint(run, run_dir)  # the run is finished (diverged or not)
+    except BaseException:
+        if new:  # an error before the first write leaves no empty run directory behind
+            _remove_if_empty(run_dir)
+        raise
+    return run_dir
+
+
+def check_experiment(experiment: ExperimentConfig) -> None:
+    """Refuse, before anything is written, what only the runner can check: task and curvature options."""
+    for run in experiment.runs:
+        check_task_options(run.task, run.task_options)
+        _curvature(run)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove ``run_dir`` (and then its experiment folder) when nothing but the lock file is in it."""
+    for folder in (run_dir, run_dir.parent):
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOCK_NAME}:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+            folder.rmdir()
+
+
+def _train_one(
+    run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
+    sinks: Sequence[Sink] = (),
+) -> Path:  # fmt: skip
+    """:func:`run_one` under the lock."""
     if (run_dir / "run.json").exists():
         info = read_run_info(run_dir)
         _check_same_config(info.get("run_config"), asdict(run), run_dir)
         if info.get("finished"):
             return run_dir
+    elif (run_dir / LOG_NAME).exists():  # run.json is written before the first row: the folder is damaged
+        raise OptprobeError(
+            f"{run_dir} holds a table but no run.json, so it is no run optprobe can resume; delete {run_dir} "
+            "to redo the run, or run into a new --out"
+        )
     task = build_task(run.task, **run.task_options)
     model = _model(run, task, run.seed, device)
     reference = _reference(run, task, run_dir.parent / "_cache", device)
@@ -85,7 +141,7 @@ def run_one(
     total_steps = run.max_steps or run.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.schedule, total_steps))
     checkpoint = run_dir / CHECKPOINT
-    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    state = _load_checkpoint(checkpoint) if checkpoint.exists() else None
     probe = Probe(
         model,
         task.loss_fn,
@@ -96,6 +152,7 @@ def run_one(
         periodic=_curvature(run),
         periodic_batch=_curvature_batch(run, task, device),
         out_dir=run_dir,
+        sinks=sinks,
         if_exists="resume" if state is not None else "overwrite",
         run_info={
             "experiment": experiment.name,
@@ -160,6 +217,7 @@ def run_one(
                     bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
                     if not math.isfinite(loss) and run.on_divergence == "stop":
                         finished = True  # the table ends at the divergence; running again changes nothing
+                        record_divergence(run_dir, step - 1, loss, run.on_divergence)
                         raise Divergence(
                             f"{experiment.name}/{run_dir.name}: the loss is {loss} at step {step - 1}; the "
                             "table holds every step up to it. Lower lr (into a new --out), or set "
@@ -177,6 +235,43 @@ def run_one(
         bar.close()
         probe.close(finished=finished)
     return run_dir
+
+
+def _drop_checkpoint(run: RunConfig, run_dir: Path) -> None:
+    """A finished run needs no checkpoint (parameter-sized): delete it unless ``keep_checkpoint``."""
+    if not run.keep_checkpoint:
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The run's checkpoint, checked against its table; :class:`OptprobeError` saying what to do when it
+    is damaged or belongs to other rows."""
+    restart = (
+        f"its rows in {path.parent / LOG_NAME} stay readable (optprobe report); to train the run again from "
+        f"step 0, delete {path} (the table is then rewritten), or run into a new --out"
+    )
+    try:
+        state = torch.load(path, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
+        raise OptprobeError(f"{path} is damaged ({type(exc).__name__}: {exc}); {restart}") from None
+    missing = [] if isinstance(state, dict) else ["a dict"]
+    missing += [key for key in _CHECKPOINT_KEYS if isinstance(state, dict) and key not in state]
+    if missing:
+        raise OptprobeError(f"{path} is not an optprobe checkpoint (lacks {', '.join(missing)}); {restart}")
+    rows = state["probe"].get("rows_written", 0) if isinstance(state["probe"], dict) else 0
+    log = path.parent / LOG_NAME
+    have = len(read_table(path.parent)) if log.exists() else 0
+    if have < rows:
+        raise OptprobeError(
+            f"{path} was saved after row {rows} but {log} holds {have} rows: they do not belong together; "
+            f"{restart}"
+        )
+    return state
+
+
+def record_divergence(run_dir: Path, step: int, loss: float, policy: str) -> None:
+    """Record in run.json that training stopped at ``step`` because the loss became ``loss``."""
+    update_run_info(run_dir, divergence={"step": step, "loss": str(loss), "policy": policy})
 
 
 @contextlib.contextmanager
@@ -210,6 +305,7 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
         f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
         for key in wanted
         if key in recorded and recorded[key] != wanted[key]  # a setting newer than the run is not a change
+        and key not in _NOT_RESULTS
     ]
     if changed:
         more = "; …" if len(changed) > 4 else ""
@@ -326,6 +422,14 @@ def _curvature(run: RunConfig) -> list[Any]:
                 f"run {run.label!r}: unknown curvature metric {spec.name!r}; "
                 f"choose from {', '.join(curvature.PERIODIC_METRICS)}"
             )
+        signature = inspect.signature(cls)
+        try:
+            signature.bind(every=spec.every, **spec.options)
+        except TypeError as exc:
+            options = [name for name in signature.parameters if name != "every"]
+            raise OptprobeError(
+                f"run {run.label!r}: curvature metric {spec.name!r}: {exc}; its options are {options}"
+            ) from None
         metrics.append(cls(every=spec.every, **spec.options))
     return metrics
 
@@ -387,7 +491,9 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
 
 def _config_key(run: RunConfig) -> str:
     fields = {
-        k: v for k, v in asdict(run).items() if k not in ("label", "probe", "curvature", "checkpoint_every")
+        k: v
+        for k, v in asdict(run).items()
+        if k not in ("label", "probe", "curvature", "checkpoint_every", *_NOT_RESULTS)
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -1,4 +1,4 @@
-"""Grid sweeps: every run of an experiment × a grid of settings × seeds, on a process pool or Ray.
+"""Grid sweeps: every run of an experiment × a grid of settings × seeds, on a process pool or Ray Tune.
 
 The studies tune learning rates by grid search; ``optprobe sweep local_convexity --grid lr=1e-4,1e-3
 --seeds 3`` runs each combination as its own run directory, then picks the best value per run of the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -72,9 +72,10 @@ def expand(
 
 def run_sweep(
     experiment: ExperimentConfig, out_dir: Path, executor: str = "local", workers: int | None = None,
-    device: str = "cpu",
+    device: str = "cpu", resources: str | dict[str, float] | None = None,
 ) -> list[Path]:  # fmt: skip
-    """Run every run of ``experiment`` in parallel; returns the run directories in config order."""
+    """Run every run of ``experiment`` in parallel; returns the run directories in config order. The Ray
+    executor runs each as a Ray Tune trial (``resources`` per trial, e.g. ``"cpu=2,gpu=0.5"``)."""
     from optprobe.experiments.runner import run_one
 
     if executor not in EXECUTORS:
@@ -83,7 +84,9 @@ def run_sweep(
     jobs = [(run, root / run.label, experiment, device) for run in experiment.runs]
     workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
     if executor == "ray":
-        return _run_on_ray(jobs)
+        from optprobe.experiments.ray_tune import run_on_tune
+
+        return run_on_tune(experiment, out_dir, device, resources)
     with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
         futures = [pool.submit(run_one, run, run_dir, exp, dev, False) for run, run_dir, exp, dev in jobs]
         return [f.result() for f in futures]
@@ -93,21 +96,6 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _run_on_ray(jobs: list[tuple[RunConfig, Path, ExperimentConfig, str]]) -> list[Path]:
-    try:
-        import ray
-    except ImportError:
-        raise OptprobeError(
-            "--executor ray needs Ray: pip install 'optprobe[ray]' (or pip install ray)"
-        ) from None
-    from optprobe.experiments.runner import run_one
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-    remote: Callable = ray.remote(num_cpus=1)(run_one).remote
-    return list(ray.get([remote(run, run_dir, exp, dev, False) for run, run_dir, exp, dev in jobs]))
 
 
 def best_settings(

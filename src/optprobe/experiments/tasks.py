@@ -125,15 +125,22 @@ def _builder(name: str) -> Callable[..., Task]:
     return TASKS[name]
 
 
-def build_task(name: str, **options: Any) -> Task:
-    """Build the registered task `name` with keyword `options` (see `task_options(name)`)."""
-    builder = _builder(name)
-    signature = inspect.signature(builder)
+def check_task_options(name: str, options: dict[str, Any]) -> inspect.BoundArguments:
+    """`options` bound to task `name`'s builder (defaults applied); :class:`OptprobeError` when they do
+    not fit its signature."""
+    signature = inspect.signature(_builder(name))
     try:
         bound = signature.bind(**options)
     except TypeError as exc:
         raise OptprobeError(f"task {name!r}: {exc}; its options are {list(signature.parameters)}") from exc
     bound.apply_defaults()
+    return bound
+
+
+def build_task(name: str, **options: Any) -> Task:
+    """Build the registered task `name` with keyword `options` (see `task_options(name)`)."""
+    builder = _builder(name)
+    bound = check_task_options(name, options)
     task = builder(**bound.arguments)
     task.name, task.options = name, dict(bound.arguments)
     return task

@@ -8,6 +8,7 @@ Tables are read in step order; NaN means "not defined at this step" and is skipp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -264,6 +265,8 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
         return _not_measured(key, assumption, statistic, criterion, "sharpness and lr")
     step = sharp.index[-1]
     eta = float(lr[lr.index <= step].iloc[-1]) if (lr.index <= step).any() else float(lr.iloc[-1])
+    if eta <= 0.0:
+        return _not_measured(key, assumption, statistic, criterion, f"a positive lr (it is {eta:.3g})")
     ratio = float(sharp.iloc[-1]) * eta / 2.0
     detail = f"final sharpness {sharp.iloc[-1]:.3g}, 2/η = {2 / eta:.3g}"
     if info is not None and info.get("full_batch") is False:
@@ -505,6 +508,23 @@ def layer_values(table: pd.DataFrame, metric: str) -> dict[str, float]:
     return {layer: float(s.iloc[-1]) for layer, s in last.items() if not s.empty}
 
 
+def check_divergence(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
+    """Training stayed finite: fails (value 1) when run.json records a divergence, with the step and the
+    loss where training stopped; holds (value 0) for a finished run without one."""
+    key, assumption = "divergence", "training stays finite (no divergence)"
+    statistic, criterion = "divergences recorded in run.json", "0 in a finished run"
+    record = (info or {}).get("divergence")
+    if isinstance(record, dict):
+        detail = (
+            f"diverged: the loss is {record.get('loss')} at step {record.get('step')}; training stopped "
+            f"there (on_divergence={record.get('policy')!r}), the other verdicts cover the steps before it"
+        )
+        return Verdict(key, assumption, statistic, 1.0, criterion, Label.FAILS, detail)
+    if not (info or {}).get("finished"):
+        return _not_measured(key, assumption, statistic, criterion, "a finished run (run.json)")
+    return Verdict(key, assumption, statistic, 0.0, criterion, Label.HOLDS, "the loss stayed finite")
+
+
 Check = Callable[[pd.DataFrame, RunInfo | None], Verdict]
 
 #: Every check, in report-card order.
@@ -523,9 +543,19 @@ CHECKS: tuple[Check, ...] = (
     check_pl,
     check_linf_geometry,
     check_diagonal_uniformity,
+    check_divergence,
 )
+
+
+def _finite(verdict: Verdict) -> Verdict:
+    """A verdict whose statistic overflowed (NaN or ±inf from a diverging run's values) is not measured."""
+    if math.isfinite(verdict.value) or verdict.verdict in (Label.NOT_MEASURED, Label.INCONCLUSIVE):
+        return verdict
+    detail = f"the statistic is {verdict.value} (the run's values overflow: diverged?); {verdict.detail}"
+    return dataclasses.replace(verdict, verdict=Label.NOT_MEASURED, detail=detail, params={})
 
 
 def assess(table: pd.DataFrame, info: RunInfo | None = None) -> list[Verdict]:
     """The report card of one run: every check in :data:`CHECKS`, in order."""
-    return [check(table, info) for check in CHECKS]
+    with np.errstate(all="ignore"):  # overflow in a diverging run's values becomes "not measured"
+        return [_finite(check(table, info)) for check in CHECKS]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from optprobe.errors import OptprobeError
 from optprobe.files import write_atomic
 
 LOG_NAME = "metrics.jsonl"
@@ -72,21 +73,33 @@ def write_columnar(table: pd.DataFrame, run_dir: Path) -> Path:
 
 
 def _complete_rows(path: Path) -> list[dict[str, Any]]:
+    """Every newline-terminated row; :class:`OptprobeError` naming the line when one is not a JSON object."""
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
                 break  # the write in progress when the run was killed
-            rows.append(json.loads(line))
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            if not isinstance(row, dict):
+                raise OptprobeError(
+                    f"{path}, line {number}, is not a row of optprobe's table (damaged file); to keep the "
+                    f"{number - 1} rows before it, cut the file there: head -n {number - 1} {path} > "
+                    f"{path}.kept && mv {path}.kept {path}"
+                )
+            rows.append(row)
     return rows
 
 
 def _truncate(path: Path, keep_rows: int) -> None:
     rows = _complete_rows(path) if path.exists() else []
     if len(rows) < keep_rows:
-        raise ValueError(
-            f"{path} holds {len(rows)} complete rows but the checkpoint expects {keep_rows}: "
-            "the run directory does not belong to this checkpoint"
+        raise OptprobeError(
+            f"{path} holds {len(rows)} complete rows but the checkpoint expects {keep_rows}: the run "
+            "directory does not belong to this checkpoint; delete checkpoint.pt there to restart the run "
+            "from step 0"
         )
     text = "".join(_line(r) for r in rows[:keep_rows])
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
