@@ -22,7 +22,7 @@ per layer in one pass, hands the results to every metric and writes one row to i
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import math
 import numbers
 import os
@@ -45,31 +45,30 @@ from optprobe.evaluation import (
     Params,
     RngState,
     batch_devices,
-    detached_copy,
     trained_parameters,
 )
-from optprobe.metrics.base import Needs, PeriodicMetric, StepData, TrajectoryMetric, as_float
-from optprobe.metrics.convexity import ConvexityGap
-from optprobe.metrics.correlation import UpdateCorrelation
+from optprobe.measurement import Pending, StepMeasurement
+from optprobe.metrics import registry
+from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
 from optprobe.metrics.fullbatch import FullBatchMetrics
-from optprobe.metrics.norms import Norms
-from optprobe.metrics.smoothness import Smoothness
-from optprobe.reductions import Reduced, Reduction, Workspace, layer_of
+from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
 from optprobe.runinfo import as_stored, update_run_info
 from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
+from optprobe.snapshots import Snapshots
 
-FAMILIES = ("convexity", "smoothness", "correlation", "norms")
+FAMILIES = ("convexity", "smoothness", "correlation", "norms")  # the default; any registered family works
 
 
 @dataclass
 class ProbeConfig:
     """What to measure and how often.
 
-    metrics: trajectory metric families to compute (any of ``FAMILIES``; ``("convexity",)`` is the
-        cheap "gaps only" set: one extra forward per measured step).
+    metrics: trajectory metric families to compute (by registered name, see
+        :mod:`optprobe.metrics.registry`; default ``FAMILIES``; ``("convexity",)`` is the cheap "gaps only"
+        set: one extra forward per measured step). ``Probe(metrics=[...])`` also takes metric instances.
     every: measure trajectory metrics every ``every`` steps (step 0, every, 2·every, …). Each measured
         step is still one step (Δ_t = x_t − x_{t−1}); the cumulative sums (``cum_*``), windows and EMAs
         run over the measured steps only, so with every = k ``cum_update_corr`` sums one step in k.
@@ -107,12 +106,7 @@ class ProbeConfig:
                 raise OptprobeError(f"{name} must be an integer, got {value!r}")
             setattr(self, name, int(value))
         for name in self.metrics:
-            if name not in FAMILIES:
-                close = difflib.get_close_matches(name, FAMILIES, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise OptprobeError(
-                    f"unknown metric family {name!r}{hint}; choose from {', '.join(FAMILIES)}"
-                )
+            registry.check_family(name)
         if self.every < 1:
             raise OptprobeError(f"every must be a positive number of steps, got {self.every}")
         if self.full_batch_every < 0:
@@ -123,12 +117,6 @@ class ProbeConfig:
             raise OptprobeError(f"window must be 'epoch' or 'none', got {self.window!r}")
 
 
-@dataclass
-class _Pending:
-    batch: Batch
-    rng: RngState | None
-
-
 class Probe:
     """Measures trajectory, full-batch and periodic metrics of a training run; see the module docstring.
 
@@ -136,6 +124,8 @@ class Probe:
         model: the trained module (never copied, never switched between train and eval silently).
         loss_fn: ``loss_fn(model, batch) -> scalar Tensor``, the training objective without weight decay.
         config: a :class:`ProbeConfig` (defaults: every trajectory metric at every step).
+        metrics: the trajectory metrics, in place of ``config.metrics``: registered family names and
+            :class:`~optprobe.metrics.base.TrajectoryMetric` instances (a class of your own works as is).
         optimizer: the optimizer, read at every step (never copied) for the learning rate of its first
             group and, under random scaling, ``last_scale`` and ``last_weight`` (also found inside a
             wrapper that keeps the optimizer as ``.optimizer``, as accelerate's does).
@@ -162,6 +152,7 @@ class Probe:
         loss_fn: LossFn,
         *,
         config: ProbeConfig | None = None,
+        metrics: Sequence[str | TrajectoryMetric] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         reference: str | os.PathLike[str] | nn.Module | Mapping[str, Tensor] | None = None,
         eval_loader: Iterable[Batch] | None = None,
@@ -179,6 +170,9 @@ class Probe:
         model = unwrap(model)  # under DDP: the module; the probe's own passes reduce across ranks
         self.model = model
         self.config = config or ProbeConfig()
+        if metrics is not None:  # the config records the family names; run.json also the classes
+            names = [m for m in metrics if isinstance(m, str)]
+            self.config = dataclasses.replace(self.config, metrics=tuple(names))
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
         if periodic and self.evaluator.sharded:
@@ -214,8 +208,16 @@ class Probe:
                 f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
                 "F is measured many times: pass a list of batches or a DataLoader"
             )
-        self.metrics = self._build_metrics()
-        self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
+        self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
+        for metric in self.metrics:
+            metric.needs.check(type(metric).__name__)
+        given = {} if ref is None else {"ref": (self.reference, self.reference_buffers)}
+        needs = Needs.union(m.needs for m in self.metrics)
+        self._snapshots = Snapshots(needs.points, given)
+        self._measurement = StepMeasurement(
+            self.metrics, self.evaluator, self.names, self.param_layers, self._snapshots, self._warn,
+            zero_update_undefined="smoothness" in self.config.metrics,  # Δ_t = 0: smoothness is 0/0
+        )  # fmt: skip
         self.fullbatch = (
             None
             if eval_loader is None
@@ -232,10 +234,8 @@ class Probe:
         self.epoch = 0
         self.rows_written = 0
         self.last_row: dict[str, Any] | None = None
-        self._prev: Params | None = None
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
-        self._workspace = Workspace()
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._closed = False
         self._keep_rows: int | None = None
         self._table: TableSink | None = None
@@ -249,20 +249,10 @@ class Probe:
                 sink.start(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
-    def _build_metrics(self) -> list[TrajectoryMetric]:
+    def _build_metrics(self, entries: Sequence[str | TrajectoryMetric]) -> list[TrajectoryMetric]:
         c = self.config
-        targets = ["prev"] + (["ref"] if self.reference is not None else [])
-        metrics: list[TrajectoryMetric] = []
-        for family in c.metrics:
-            if family == "convexity":
-                metrics += [ConvexityGap(t, c.betas) for t in targets]
-            elif family == "smoothness":
-                metrics += [Smoothness(t, c.betas, c.per_layer) for t in targets]
-            elif family == "correlation":
-                metrics.append(UpdateCorrelation(c.per_layer))
-            elif family == "norms":
-                metrics.append(Norms(c.per_layer))
-        return metrics
+        targets = ("prev", "ref") if self.reference is not None else ("prev",)
+        return registry.build(entries, registry.Setup(c.betas, c.per_layer, targets))
 
     def _prepare_run_dir(
         self, out_dir: str | os.PathLike[str] | None, if_exists: str, run_info: Mapping[str, Any] | None
@@ -284,6 +274,7 @@ class Probe:
         update_run_info(
             run_dir,
             probe_config=asdict(self.config),
+            metric_classes=[type(m).__name__ for m in self.metrics],
             model={"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
             reference=self.reference is not None,
             finished=False,
@@ -314,7 +305,7 @@ class Probe:
                 f"the batch is on {found} but the model's parameters are on {param_device}: move the batch "
                 "to the model's device before probe.begin_step(batch)"
             )
-        self._pending = _Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
+        self._pending = Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``; returns the row if one was written.
@@ -336,14 +327,11 @@ class Probe:
         pending, self._pending = self._pending, None
         t = self.step
         row = None
+        self._snapshots.before_measuring(self._point)
         if self._due(t):
             self._unscale_gradients()
             row = self._measure_step(t, pending, loss)
-        trajectory_next = self.metrics and (t + 1) % self.config.every == 0
-        if trajectory_next and self.needs.uses_prev:
-            self._snapshot_prev()
-        else:
-            self._prev = None
+        self._snapshots.after_step(t, self._point, self._trajectory_due)
         self.step += 1
         return row
 
@@ -380,10 +368,12 @@ class Probe:
         self.close()
 
     # --------------------------------------------------------------------------- measurement
+    def _trajectory_due(self, t: int) -> bool:
+        return bool(self.metrics) and t % self.config.every == 0
+
     def _due(self, t: int) -> bool:
-        c = self.config
         return (
-            bool(self.metrics and t % c.every == 0)
+            self._trajectory_due(t)
             or self._full_batch_due(t)
             or any(m.due(t) for m in self.periodic)
         )
@@ -393,7 +383,7 @@ class Probe:
         every = self.config.full_batch_every
         return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
 
-    def _measure_step(self, t: int, pending: _Pending, loss: Tensor | float | None) -> dict[str, Any]:
+    def _measure_step(self, t: int, pending: Pending, loss: Tensor | float | None) -> dict[str, Any]:
         grads = self._gradients()
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
@@ -406,8 +396,12 @@ class Probe:
                 row["scale"] = float(scaling.last_scale)
         if not math.isfinite(loss_value):
             self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
-        if self.metrics and t % self.config.every == 0:
-            row.update(self._trajectory(t, pending, loss_value, grads))
+        if self._trajectory_due(t):
+            scaling = _random_scaling(self.optimizer)
+            row.update(self._measurement.measure(
+                t, self.epoch, self._point(), grads, loss_value, pending,
+                float(getattr(scaling, "last_scale", 1.0)), float(getattr(scaling, "last_weight", 1.0)),
+            ))  # fmt: skip
         if self.fullbatch is not None and self._full_batch_due(t):
             row.update(self._full_batch(t, grads))
         for metric in self.periodic:
@@ -430,99 +424,6 @@ class Probe:
                 "evaluation data or the loss",
             )
         return row
-
-    def _trajectory(self, t: int, pending: _Pending, loss: float, grads: Params) -> dict[str, float]:
-        needs = self.needs
-        finite = math.isfinite(loss)
-        x = self._point()
-        if self.evaluator.sharded:  # passes at x_(t-1) and x* load them into the live shards of x_t
-            x = detached_copy(x)
-        sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x}
-        prev = self._prev if finite and needs.uses_prev else None
-        if prev is not None:
-            sources["prev"] = prev
-        own_dots = {pair for pair in needs.dots if not any(v.endswith("_ref") for v in pair)}
-        prev_grad = "prev_grad" if needs.prev_grad else None
-        prev_loss, (data_dots, l1, linf) = self._measure_at(
-            prev, prev_grad, sources, own_dots, needs.l1, needs.linf, pending
-        )
-        ref_loss = math.nan
-        if finite and self.reference is not None and needs.uses_ref:
-            sources["ref"] = self.reference
-            ref_grad = "ref_grad" if needs.ref_grad else None
-            ref_dots = needs.dots - own_dots
-            with self.evaluator.buffers_of(self.reference_buffers):
-                ref_loss, (ref_sums, _, _) = self._measure_at(
-                    self.reference, ref_grad, sources, ref_dots, set(), set(), pending
-                )
-            data_dots.update(ref_sums)
-        data = StepData(
-            step=t,
-            epoch=self.epoch,
-            layers=self.layers,
-            loss=loss,
-            prev_loss=prev_loss,
-            ref_loss=ref_loss,
-            scale=float(getattr(_random_scaling(self.optimizer), "last_scale", 1.0)),
-            scale_weight=float(getattr(_random_scaling(self.optimizer), "last_weight", 1.0)),
-            dots=data_dots,
-            l1=l1,
-            linf=linf,
-        )
-        self._check_step(data)
-        row: dict[str, float] = {}
-        for metric in self.metrics:
-            row.update(metric.update(data))
-        return row
-
-    def _measure_at(
-        self,
-        point: Params | None,
-        grad_source: str | None,
-        sources: dict[str, Mapping[str, Tensor]],
-        dots: set[tuple[str, str]],
-        l1: set[str],
-        linf: set[str],
-        pending: _Pending,
-    ) -> tuple[float, Reduced]:
-        """(ℓ(point, z_t), reductions of ``sources``); with ``grad_source``, ∇ℓ(point, z_t) joins them.
-
-        The gradient is streamed: each tensor is reduced as backward produces it and then dropped, so
-        measuring at another point holds one gradient tensor at a time, never a whole gradient.
-        """
-        streamed = {grad_source} if point is not None and grad_source is not None else set()
-        reduction = Reduction(
-            set(sources) | streamed, dots, l1, linf, self._workspace, self.evaluator.over_ranks
-        )
-        loss = math.nan
-        if streamed:
-            loss = float(self.evaluator.stream_grad(
-                point, pending.batch,
-                lambda name, grad: reduction.add(name, {**sources, grad_source: {name: grad}}),
-                pending.rng,
-            ))  # fmt: skip
-        else:
-            if point is not None:
-                loss = float(self.evaluator.loss(point, pending.batch, pending.rng))
-            for name in self.names:
-                reduction.add(name, sources)
-        return loss, reduction.result(self.names, self.param_layers)
-
-    def _check_step(self, data: StepData) -> None:
-        if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
-            self._warn("non_finite_grad", f"step {data.step}: the gradient has non-finite entries")
-        if data.dot("g", "g") == 0.0:
-            self._warn(
-                "zero_gradient",
-                f"step {data.step}: every gradient entry is 0; if that is unexpected, call end_step after "
-                "loss.backward() and before optimizer.zero_grad()",
-            )
-        smoothness = "smoothness" in self.config.metrics  # the only metric a zero update makes undefined
-        measured = ("dx_prev", "dx_prev") in data.dots
-        if smoothness and measured and data.dot("dx_prev", "dx_prev") == 0.0:
-            self._warn(
-                "zero_update", f"step {data.step}: x_t = x_(t-1), so smoothness against x_(t-1) is NaN"
-            )
 
     def _periodic(self, metric: PeriodicMetric, t: int, batch: Batch) -> dict[str, float]:
         if self.periodic_batch is None:
@@ -575,13 +476,6 @@ class Probe:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
         return {name: local(p.detach()) for name, p in self.params.items()}
 
-    def _snapshot_prev(self) -> None:
-        if self._prev is None:
-            self._prev = detached_copy(self._point())
-        else:
-            for name, p in self._point().items():
-                self._prev[name].copy_(p)
-
     def _check_open(self) -> None:
         if self._closed:
             raise OptprobeError("this Probe is closed; build a new one (if_exists='resume' continues a run)")
@@ -622,6 +516,7 @@ class Probe:
         return {
             "version": 1,
             "config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
             "reference": self.reference is not None,
             "names": list(self.names),
             "shapes": [list(p.shape) for p in self.params.values()],
@@ -630,7 +525,7 @@ class Probe:
             "rows_written": self.rows_written,
             "metrics": [m.state_dict() for m in self.metrics],
             "fullbatch": None if self.fullbatch is None else self.fullbatch.state_dict(),
-            "prev": None if self._prev is None else detached_copy(self._prev),
+            "snapshots": self._snapshots.state_dict(),
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
             "periodic": [m.state_dict() for m in self.periodic],
@@ -639,7 +534,12 @@ class Probe:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
-        ours = {"config": asdict(self.config), "reference": self.reference is not None, "names": self.names}
+        ours = {
+            "config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
+            "reference": self.reference is not None,
+            "names": self.names,
+        }
         for what, value in ((what, state.get(what)) for what in ours):
             if value is not None and as_stored(value) != as_stored(ours[what]):
                 raise OptprobeError(
@@ -658,8 +558,13 @@ class Probe:
             metric.load_state_dict(metric_state)
         if self.fullbatch is not None and state["fullbatch"] is not None:
             self.fullbatch.load_state_dict(state["fullbatch"])
-        prev = state["prev"]
-        self._prev = None if prev is None else {k: v.to(self.params[k].device) for k, v in prev.items()}
+        snapshots = state.get("snapshots")
+        if snapshots is None:  # a checkpoint from before the table of points held x_{t−1} as "prev"
+            prev = state.get("prev")
+            snapshots = {"history": [] if prev is None else [(self.step - 1, prev)]}
+        self._snapshots.load_state_dict(
+            snapshots, lambda p: {k: v.to(self.params[k].device) for k, v in p.items()}, self.step > 0
+        )
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
         for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
@@ -682,12 +587,14 @@ def _random_scaling(optimizer: Any) -> Any:
 
 
 def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
-    """Refuse a checkpoint whose parameters had other shapes (older checkpoints: those of their x_{t−1})."""
+    """Refuse a checkpoint whose parameters had other shapes (without "shapes": those of a saved x_{t−1})."""
     if state.get("shapes") is not None:
         saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
         ours = {name: tuple(p.shape) for name, p in params.items()}
     else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
-        saved = {name: tuple(v.shape) for name, v in (state.get("prev") or {}).items()}
+        history = (state.get("snapshots") or {}).get("history") or [(None, {})]
+        point = state.get("prev") or history[0][1]  # a saved x_{t−1}: the old "prev", or the newest copy
+        saved = {name: tuple(v.shape) for name, v in point.items()}
         ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
     for name, shape in saved.items():
         if name in ours and shape != ours[name]:

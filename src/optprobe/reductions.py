@@ -1,33 +1,116 @@
 """Inner products, ℓ1 and ℓ∞ norms of the named step vectors, per layer, streamed tensor by tensor.
 
-Vectors (see :mod:`optprobe.metrics.base`) are built chunk by chunk in a small reused buffer, so the
-pass needs no parameter-sized temporary and reads each source once; a gradient can be reduced while
-backward produces it. All per-tensor results are stacked and copied to the host once, which is a
-single device synchronisation per step.
+The vectors a metric may name, and the points besides x_t they are built from, are the two tables
+:data:`POINTS` and :data:`VECTORS` below: a new point or vector is one row. Vectors are built chunk by
+chunk in a small reused buffer, so the pass needs no parameter-sized temporary and reads each source
+once; a gradient can be reduced while backward produces it. All per-tensor results are stacked and
+copied to the host once, which is a single device synchronisation per step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from optprobe.metrics.base import LayerSums
+from optprobe.errors import OptprobeError
+
+
+@dataclass(frozen=True)
+class Point:
+    """A parameter point besides x_t, and how the Probe holds it.
+
+    kept: "lagged" — x_{t−lag}, copied at the end of step t−lag when step t will be measured, saved in
+    checkpoints; "first" — x at the Probe's first step, copied once and saved in checkpoints; "given" — the
+    user's reference, passed to the Probe (never saved: it comes with the Probe's arguments).
+    own_buffers: passes at this point use the buffers it came with (x*'s BatchNorm statistics).
+    """
+
+    symbol: str
+    kept: str
+    lag: int = 0
+    own_buffers: bool = False
+
+
+@dataclass(frozen=True)
+class Vector:
+    """A step vector: one source, or the difference of two (see :func:`gradient_source`)."""
+
+    symbol: str
+    sources: tuple[str, ...]
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """The points (rows of :data:`POINTS`) this vector reads, parameters or gradients."""
+        return tuple(_POINT_OF[s] for s in self.sources if s in _POINT_OF)
+
+    @property
+    def grad_at(self) -> str | None:
+        """The point whose gradient ∇ℓ(point, z_t) this vector reads (a pass there streams it), if any."""
+        return next((_POINT_OF[s] for s in self.sources if s in _GRADIENTS), None)
+
+
+POINTS: dict[str, Point] = {
+    "prev": Point("x_{t−1}", "lagged", lag=1),
+    "prev2": Point("x_{t−2}", "lagged", lag=2),
+    "init": Point("x_0", "first"),
+    "ref": Point("x*", "given", own_buffers=True),
+}
+
+
+def gradient_source(point: str) -> str:
+    """The source name of ∇ℓ(point, z_t), streamed by the pass at ``point``."""
+    return f"{point}_grad"
+
+
+_GRADIENTS = {gradient_source(p): p for p in POINTS}
+_POINT_OF = {**{p: p for p in POINTS}, **_GRADIENTS}
+
+VECTORS: dict[str, Vector] = {
+    "g": Vector("g_t = ∇ℓ(x_t, z_t), the training gradient", ("g",)),
+    "x": Vector("x_t", ("x",)),
+    "dx_prev": Vector("Δ_t = x_t − x_{t−1}", ("x", "prev")),
+    "prev_dx": Vector("Δ_{t−1} = x_{t−1} − x_{t−2}", ("prev", "prev2")),
+    "dx_ref": Vector("x_t − x*", ("x", "ref")),
+    "dx_init": Vector("x_t − x_0", ("x", "init")),
+    "dg_prev": Vector("g_t − ∇ℓ(x_{t−1}, z_t)", ("g", gradient_source("prev"))),
+    "dg_ref": Vector("g_t − ∇ℓ(x*, z_t)", ("g", gradient_source("ref"))),
+}
+
+
+def check_vectors(names: Iterable[str], owner: str) -> None:
+    """Raise an :class:`OptprobeError` listing the known vectors if ``owner`` names an unknown one."""
+    _check_known(names, VECTORS, "vector", owner)
+
+
+def check_points(names: Iterable[str], owner: str) -> None:
+    """Raise an :class:`OptprobeError` listing the known points if ``owner`` names an unknown one."""
+    _check_known(names, POINTS, "point", owner)
+
+
+def _check_known(names: Iterable[str], table: Mapping[str, Point | Vector], kind: str, owner: str) -> None:
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise OptprobeError(
+            f"{owner} names unknown {kind}(s) {', '.join(map(repr, unknown))}; known {kind}s: "
+            + ", ".join(f"{name} ({row.symbol})" for name, row in table.items())
+        )
+
+
+@dataclass
+class LayerSums:
+    """A reduction of one vector pair, per layer (ordered like ``StepData.layers``) and in total."""
+
+    per_layer: list[float]
+    total: float
+
 
 Sources = Mapping[str, Mapping[str, Tensor]]
 Reduced = tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]
 _CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
-# vector -> (minuend, subtrahend) sources, or a single source
-_REQUIRES = {
-    "g": ("g",),
-    "x": ("x",),
-    "dx_prev": ("x", "prev"),
-    "dx_ref": ("x", "ref"),
-    "dg_prev": ("g", "prev_grad"),
-    "dg_ref": ("g", "ref_grad"),
-}
 
 
 def layer_of(name: str) -> str:
@@ -37,7 +120,7 @@ def layer_of(name: str) -> str:
 
 def available(vector: str, sources: Iterable[str]) -> bool:
     """Whether the named ``sources`` hold what ``vector`` is built from."""
-    return all(source in sources for source in _REQUIRES[vector])
+    return all(source in sources for source in VECTORS[vector].sources)
 
 
 class Workspace:
@@ -119,7 +202,7 @@ class Reduction:
 
     def _reduce_tensor(self, name: str, sources: Sources) -> Tensor:
         """[⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of one parameter tensor, float64."""
-        parts = {v: [sources[s][name].reshape(-1) for s in _REQUIRES[v]] for v in self.vectors}
+        parts = {v: [sources[s][name].reshape(-1) for s in VECTORS[v].sources] for v in self.vectors}
         first = parts[self.vectors[0]][0]
         dtype = torch.promote_types(first.dtype, torch.float32)
         built = [v for v in self.vectors if len(parts[v]) > 1 or parts[v][0].dtype != dtype]

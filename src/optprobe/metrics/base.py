@@ -3,22 +3,16 @@
 Two kinds exist.
 
 * :class:`TrajectoryMetric` runs on every measured training step. It never runs a forward pass:
-  it declares its :class:`Needs` (a loss or gradient at x_{t−1} or x* on z_t, inner products of
-  named vectors), the Probe computes the union once per step, and ``update`` reads :class:`StepData`.
+  it declares its :class:`Needs` (a loss or gradient at a point such as x_{t−1} or x* on z_t, inner
+  products of named vectors), the Probe computes the union once per step, and ``update`` reads
+  :class:`StepData`.
 * :class:`PeriodicMetric` runs every ``every`` steps on a fixed evaluation batch and may make its own
   passes through the :class:`~optprobe.evaluation.Evaluator` (curvature is of this kind).
 
-Vectors that trajectory metrics may name in ``Needs.dots``/``l1``/``linf`` (all global over trained
-parameters, available per layer too):
-
-==========  ===========================================
-``g``       g_t = ∇ℓ(x_t, z_t), the training gradient
-``x``       x_t
-``dx_prev`` Δ_t = x_t − x_{t−1}
-``dx_ref``  x_t − x*
-``dg_prev`` g_t − ∇ℓ(x_{t−1}, z_t)
-``dg_ref``  g_t − ∇ℓ(x*, z_t)
-==========  ===========================================
+The points (``prev`` = x_{t−1}, ``ref`` = x*, ``init`` = x_0, …) and the vectors that ``Needs.dots``,
+``l1`` and ``linf`` may name (``g``, ``x``, ``dx_prev`` = Δ_t, ``dg_prev`` = g_t − ∇ℓ(x_{t−1}, z_t), …;
+all global over the trained parameters, per layer too) are the tables
+:data:`optprobe.reductions.POINTS` and :data:`optprobe.reductions.VECTORS`.
 """
 
 from __future__ import annotations
@@ -31,29 +25,31 @@ from typing import Any
 
 from torch import Tensor
 
+from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.reductions import VECTORS, LayerSums, check_points, check_vectors
 
-VECTORS = ("g", "x", "dx_prev", "dx_ref", "dg_prev", "dg_ref")
+__all__ = ["LayerSums", "Needs", "PeriodicMetric", "StepData", "TrajectoryMetric"]
 
 
 @dataclass(frozen=True)
 class Needs:
-    """The evaluations and reductions a trajectory metric reads."""
+    """The evaluations and reductions a trajectory metric reads.
 
-    prev_loss: bool = False
-    prev_grad: bool = False
-    ref_loss: bool = False
-    ref_grad: bool = False
+    losses / grads: points (rows of :data:`~optprobe.reductions.POINTS`) where ℓ(·, z_t) / ∇ℓ(·, z_t) is
+    needed; dots: pairs of vectors whose inner product is needed; l1 / linf: vectors whose norm is needed.
+    """
+
+    losses: frozenset[str] = frozenset()
+    grads: frozenset[str] = frozenset()
     dots: frozenset[tuple[str, str]] = frozenset()
     l1: frozenset[str] = frozenset()
     linf: frozenset[str] = frozenset()
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
-            self.prev_loss or other.prev_loss,
-            self.prev_grad or other.prev_grad,
-            self.ref_loss or other.ref_loss,
-            self.ref_grad or other.ref_grad,
+            self.losses | other.losses,
+            self.grads | other.grads,
             self.dots | other.dots,
             self.l1 | other.l1,
             self.linf | other.linf,
@@ -67,24 +63,24 @@ class Needs:
         return total
 
     @property
-    def uses_prev(self) -> bool:
-        return self.prev_loss or self.prev_grad or self._mentions("prev")
+    def vectors(self) -> frozenset[str]:
+        """Every vector named in ``dots``, ``l1`` and ``linf``."""
+        return frozenset(v for pair in self.dots for v in pair) | self.l1 | self.linf
 
     @property
-    def uses_ref(self) -> bool:
-        return self.ref_loss or self.ref_grad or self._mentions("ref")
+    def points(self) -> frozenset[str]:
+        """Every point read: where a loss or gradient is needed, and what the vectors are built from."""
+        return self.losses | self.grads | {p for v in self.vectors for p in VECTORS[v].points}
 
-    def _mentions(self, suffix: str) -> bool:
-        names = {v for pair in self.dots for v in pair} | self.l1 | self.linf
-        return any(name.endswith(suffix) for name in names)
-
-
-@dataclass
-class LayerSums:
-    """A reduction of one vector pair, per layer (ordered like ``StepData.layers``) and in total."""
-
-    per_layer: list[float]
-    total: float
+    def check(self, owner: str) -> None:
+        """Raise an :class:`OptprobeError` (listing what exists) for an unknown point or vector, or a pair
+        needing gradients at two points (each pass streams the gradient at one point)."""
+        check_vectors(self.vectors, owner)
+        check_points(self.losses | self.grads, owner)
+        for a, b in self.dots:
+            at = {VECTORS[a].grad_at, VECTORS[b].grad_at} - {None}
+            if len(at) > 1:
+                raise OptprobeError(f"{owner} needs ⟨{a}, {b}⟩, gradients at two points: not computable")
 
 
 @dataclass
@@ -95,13 +91,16 @@ class StepData:
     epoch: int
     layers: list[str]
     loss: float
-    prev_loss: float = math.nan
-    ref_loss: float = math.nan
+    losses: dict[str, float] = field(default_factory=dict)  # ℓ(point, z_t) for the points measured
     scale: float = 1.0
     scale_weight: float = 1.0
     dots: dict[tuple[str, str], LayerSums] = field(default_factory=dict)
     l1: dict[str, LayerSums] = field(default_factory=dict)
     linf: dict[str, LayerSums] = field(default_factory=dict)
+
+    def loss_at(self, point: str) -> float:
+        """ℓ(point, z_t); NaN when the step could not provide it (no x_{t−1} at the first step)."""
+        return self.losses.get(point, math.nan)
 
     def dot(self, a: str, b: str) -> float:
         """⟨a, b⟩ over all trained parameters; NaN when the step could not provide it."""
@@ -124,9 +123,18 @@ def _sqrt(v: float) -> float:
 
 
 class TrajectoryMetric(ABC):
-    """A metric of the training trajectory, updated at each measured step from shared evaluations."""
+    """A metric of the training trajectory, updated at each measured step from shared evaluations.
+
+    ``family`` and ``columns`` name what it writes for trackers (``optprobe/<family>/<column>``): each
+    column is a stem of ``columns``, a stem and a suffix (``inst_gap`` → ``inst_gap_prev``) or a stem and a
+    layer (``inst_smooth_prev/fc1``); columns not declared go under ``other``. ``emas`` names the stems
+    whose columns end in an EMA's β (``exp_gap`` → ``exp_gap_prev_0.99``), tracked by β's index instead.
+    """
 
     needs: Needs = Needs()
+    family: str = "other"
+    columns: tuple[str, ...] = ()
+    emas: tuple[str, ...] = ()
 
     @abstractmethod
     def update(self, data: StepData) -> dict[str, float]:
@@ -143,9 +151,12 @@ class TrajectoryMetric(ABC):
 
 
 class PeriodicMetric(ABC):
-    """A metric computed every ``every`` steps at x_t on a fixed evaluation batch (e.g. curvature)."""
+    """A metric computed every ``every`` steps at x_t on a fixed evaluation batch (e.g. curvature);
+    ``family`` and ``columns`` as for :class:`TrajectoryMetric`."""
 
     every: int = 100
+    family: str = "other"
+    columns: tuple[str, ...] = ()
 
     @abstractmethod
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:

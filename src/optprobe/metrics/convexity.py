@@ -9,24 +9,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from optprobe.metrics.base import Needs, StepData
+from optprobe.metrics.registry import Setup, trajectory_family
 from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
 class ConvexityGap(WindowedMetric):
     """inst_gap, avg_gap and exp_gap against ``against`` = "prev" (x_{t−1}) or "ref" (x*)."""
 
+    family, columns, emas = "convexity", ("inst_gap", "avg_gap", "exp_gap"), ("exp_gap",)
+
     def __init__(self, against: str = "prev", betas: Sequence[float] = (0.99,)) -> None:
         if against not in ("prev", "ref"):
             raise ValueError(f"against must be 'prev' or 'ref', got {against!r}")
         self.against = against
-        self.needs = Needs(
-            prev_loss=against == "prev", ref_loss=against == "ref", dots=frozenset({("g", f"dx_{against}")})
-        )
+        self.needs = Needs(losses=frozenset({against}), dots=frozenset({("g", f"dx_{against}")}))
         self.window = WindowStats(betas)
 
     def update(self, data: StepData) -> dict[str, float]:
-        other_loss = data.prev_loss if self.against == "prev" else data.ref_loss
-        gap = data.loss - other_loss - data.dot("g", f"dx_{self.against}")
+        gap = data.loss - data.loss_at(self.against) - data.dot("g", f"dx_{self.against}")
         self.window.add(gap)
         suffix = self.against
         return {
@@ -34,3 +34,8 @@ class ConvexityGap(WindowedMetric):
             f"avg_gap_{suffix}": self.window.mean,
             **self.window.emas(f"exp_gap_{suffix}"),
         }
+
+
+@trajectory_family("convexity")
+def _convexity(setup: Setup) -> list[ConvexityGap]:
+    return [ConvexityGap(target, setup.betas) for target in setup.targets]

@@ -17,14 +17,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from optprobe.metrics.base import Needs, StepData, TrajectoryMetric, safe_ratio
+from optprobe.metrics.registry import Setup, trajectory_family
 
 
 class UpdateCorrelation(TrajectoryMetric):
     """update_corr, update_corr_rs, loss_diff and their cumulative sums Σ over measured steps only."""
 
+    family = "correlation"
+    columns = ("update_corr", "update_corr_rs", "loss_diff")
+    columns += tuple(f"cum_{name}" for name in columns)
+
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
-        self.needs = Needs(prev_loss=True, dots=frozenset({("g", "dx_prev")}))
+        self.needs = Needs(losses=frozenset({"prev"}), dots=frozenset({("g", "dx_prev")}))
         self.cumulative = {"update_corr": 0.0, "update_corr_rs": 0.0, "loss_diff": 0.0}
 
     def update(self, data: StepData) -> dict[str, float]:
@@ -32,7 +37,7 @@ class UpdateCorrelation(TrajectoryMetric):
         values = {
             "update_corr": corr,
             "update_corr_rs": data.scale_weight * safe_ratio(corr, data.scale),
-            "loss_diff": data.loss - data.prev_loss,
+            "loss_diff": data.loss - data.loss_at("prev"),
         }
         for name, value in values.items():
             if math.isfinite(value):
@@ -48,3 +53,8 @@ class UpdateCorrelation(TrajectoryMetric):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.cumulative = {k: float(v) for k, v in state["cumulative"].items()}
+
+
+@trajectory_family("correlation")
+def _correlation(setup: Setup) -> UpdateCorrelation:
+    return UpdateCorrelation(setup.per_layer)

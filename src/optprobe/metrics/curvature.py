@@ -24,12 +24,15 @@ from optprobe.curvature.hvp import Partition
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params, batch_size
 from optprobe.metrics.base import PeriodicMetric
+from optprobe.metrics.registry import periodic_metric, periodic_metrics
 
 
 class _HessianMetric(PeriodicMetric):
     """``on="batch"``: the Hessian of ℓ on the periodic batch; ``on="eval"``: of F over the Probe's
     ``eval_loader`` (:class:`~optprobe.curvature.FullHessianOperator`, F's seed and masks), which adds
     ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
+
+    family = "curvature"
 
     def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
         if on not in ("batch", "eval"):
@@ -64,11 +67,14 @@ class _HessianMetric(PeriodicMetric):
         return {f"{prefix}_batch_hvps": op.batch_hvps(batch_size(batch))}
 
 
+@periodic_metric("sharpness")
 class Sharpness(_HessianMetric):
     """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
     (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
     lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
     max(|λ_max|, |λ_min|)."""
+
+    columns = ("sharpness", "spectral_norm")
 
     def __init__(
         self,
@@ -99,9 +105,12 @@ class Sharpness(_HessianMetric):
         return out
 
 
+@periodic_metric("hessian_trace")
 class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
     ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra)."""
+
+    columns = ("hessian_trace",)
 
     def __init__(
         self,
@@ -125,6 +134,7 @@ class HessianTrace(_HessianMetric):
         return out | self._cost(op, batch, "hessian_trace")
 
 
+@periodic_metric("diagonal_geometry")
 class DiagonalGeometry(_HessianMetric):
     """``r_med/<layer>`` with its bootstrap interval ``r_med_low/<layer>``, ``r_med_high/<layer>``,
     ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows) and ``r_med_loss``, the
@@ -134,6 +144,8 @@ class DiagonalGeometry(_HessianMetric):
     ℓ(x_t, z) ≤ level (once per level; ``r_med_level`` names the lowest level crossed), so that runs of
     different optimizers are compared at equal training loss, not at equal step.
     """
+
+    columns = ("r_med", "diag_dominance")
 
     def __init__(
         self,
@@ -178,12 +190,15 @@ class DiagonalGeometry(_HessianMetric):
         self.passed = int(state.get("passed", 0))
 
 
+@periodic_metric("hessian_l11")
 class HessianL11(_HessianMetric):
     """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
     error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
+
+    columns = ("hessian_l11", "blockwise_smoothness")
 
     def __init__(
         self,
@@ -209,10 +224,13 @@ class HessianL11(_HessianMetric):
         return out
 
 
+@periodic_metric("gauss_newton")
 class GaussNewton(PeriodicMetric):
     """``gn_lambda_max_h``, ``gn_lambda_max_ggn``, ``gn_lambda_min_h``, ``gn_trace_h``, ``gn_trace_ggn``,
     ``gn_trace_residual`` (tr R = tr H − tr G) and ``gn_hvps`` on the periodic batch: H = G + R, with the
     Probe's ``loss_fn`` a :class:`~optprobe.curvature.SplitLoss` (the loss through the model's outputs)."""
+
+    family, columns = "curvature", ("gn",)
 
     def __init__(
         self,
@@ -241,9 +259,12 @@ class GaussNewton(PeriodicMetric):
         }
 
 
+@periodic_metric("spectral_density")
 class SpectralDensityMetric(_HessianMetric):
     """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
     ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
+
+    columns = ("negative_mass", "density")
 
     def __init__(
         self,
@@ -264,8 +285,11 @@ class SpectralDensityMetric(_HessianMetric):
         return out | {"density_hvps": float(d.n_hvps)} | self._cost(op, batch, "density")
 
 
+@periodic_metric("singular_uniformity")
 class SingularUniformity(PeriodicMetric):
     """``effective_rank/<layer>`` and ``singular_r_med/<layer>`` of each weight matrix (no Hessian needed)."""
+
+    family, columns = "curvature", ("effective_rank", "singular_r_med")
 
     def __init__(self, every: int = 100, top: int = 1) -> None:
         self.every, self.top = every, top
@@ -278,13 +302,6 @@ class SingularUniformity(PeriodicMetric):
         return out
 
 
-PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = {
-    "sharpness": Sharpness,
-    "hessian_trace": HessianTrace,
-    "diagonal_geometry": DiagonalGeometry,
-    "hessian_l11": HessianL11,
-    "singular_uniformity": SingularUniformity,
-    "gauss_newton": GaussNewton,
-    "spectral_density": SpectralDensityMetric,
-}
-"""Config names of the scheduled curvature metrics (``curvature = [{ name = "sharpness", every = 50 }]``)."""
+PERIODIC_METRICS: dict[str, type[PeriodicMetric]] = periodic_metrics()
+"""Config names of the periodic metrics (``curvature = [{ name = "sharpness", every = 50 }]``): those above
+and those registered in other files (see :mod:`optprobe.metrics.registry`)."""

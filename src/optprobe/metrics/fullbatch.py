@@ -29,6 +29,9 @@ from optprobe.reductions import layer_of
 class FullBatchMetrics:
     """Evaluates F and ∇F over ``loader`` and keeps the cumulative sums of the convexity ratio."""
 
+    family = "fullbatch"
+    columns = ("full_loss", "full_grad_norm", "grad_std", "ref_full_loss", "convexity_ratio", "pl_ratio")
+
     def __init__(
         self,
         loader: Iterable[Batch],

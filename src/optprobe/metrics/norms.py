@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from optprobe.metrics.base import Needs, StepData, TrajectoryMetric
+from optprobe.metrics.registry import Setup, trajectory_family
 
 
 class Norms(TrajectoryMetric):
     """grad_norm, grad_l1, grad_linf, param_norm, update_norm."""
+
+    family, columns = "norms", ("grad_norm", "grad_l1", "grad_linf", "param_norm", "update_norm")
 
     def __init__(self, per_layer: bool = False) -> None:
         self.per_layer = per_layer
@@ -29,3 +32,8 @@ class Norms(TrajectoryMetric):
                 pairs = zip(data.layers, data.layer_norms(vector), strict=True)
                 row.update({f"{name}/{layer}": value for layer, value in pairs})
         return row
+
+
+@trajectory_family("norms")
+def _norms(setup: Setup) -> Norms:
+    return Norms(setup.per_layer)

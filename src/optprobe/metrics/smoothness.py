@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from optprobe.metrics.base import Needs, StepData, safe_ratio
+from optprobe.metrics.registry import Setup, trajectory_family
 from optprobe.metrics.windows import WindowedMetric, WindowStats
 
 
 class Smoothness(WindowedMetric):
     """inst_smooth, max_smooth, exp_smooth against "prev" or "ref"; per layer when asked."""
+
+    family, columns, emas = "smoothness", ("inst_smooth", "max_smooth", "exp_smooth"), ("exp_smooth",)
 
     def __init__(
         self, against: str = "prev", betas: Sequence[float] = (0.99,), per_layer: bool = False
@@ -24,9 +27,7 @@ class Smoothness(WindowedMetric):
         self.per_layer = per_layer
         dg, dx = f"dg_{against}", f"dx_{against}"
         self._pair = (dg, dx)
-        self.needs = Needs(
-            prev_grad=against == "prev", ref_grad=against == "ref", dots=frozenset({(dg, dg), (dx, dx)})
-        )
+        self.needs = Needs(grads=frozenset({against}), dots=frozenset({(dg, dg), (dx, dx)}))
         self.window = WindowStats(betas)
 
     def update(self, data: StepData) -> dict[str, float]:
@@ -43,3 +44,8 @@ class Smoothness(WindowedMetric):
             pairs = zip(data.layers, data.layer_norms(dg), data.layer_norms(dx), strict=True)
             row.update({f"inst_smooth_{suffix}/{layer}": safe_ratio(a, b) for layer, a, b in pairs})
         return row
+
+
+@trajectory_family("smoothness")
+def _smoothness(setup: Setup) -> list[Smoothness]:
+    return [Smoothness(target, setup.betas, setup.per_layer) for target in setup.targets]

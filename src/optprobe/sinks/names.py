@@ -1,4 +1,6 @@
-"""Stable, namespaced metric names for trackers: ``optprobe/<family>/<column>``.
+"""Stable, namespaced metric names for trackers: ``optprobe/<family>/<column>``, with the family and
+the column stems each metric class declares (``family``, ``columns``, ``emas``; see
+:class:`optprobe.metrics.base.TrajectoryMetric`), so no list of names is kept here.
 
 ``inst_gap_prev`` → ``optprobe/convexity/inst_gap_prev``; per-layer columns go under ``layers/``,
 ``inst_smooth_prev/fc1`` → ``optprobe/smoothness/layers/inst_smooth_prev/fc1`` (so that no name is
@@ -15,36 +17,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the registry imports torch; names are computed without it until a row is tracked
+    from optprobe.metrics.registry import Declared
 
 NOT_METRICS = frozenset({"step", "epoch", "event"})
 #: the Probe step of a row, as trackers whose own step counter is shared with the trainer log it
 STEP_TAG = "optprobe/step"
-_FAMILIES = (  # first matching prefix wins
-    ("convexity", ("inst_gap", "avg_gap", "exp_gap")),
-    ("smoothness", ("inst_smooth", "max_smooth", "exp_smooth")),
-    ("correlation", ("update_corr", "loss_diff", "cum_")),
-    ("norms", ("grad_norm", "grad_l1", "grad_linf", "param_norm", "update_norm")),
-    ("fullbatch", ("full_", "grad_std", "convexity_ratio", "pl_ratio", "ref_full_loss")),
-    ("curvature", ("sharpness", "spectral_norm", "hessian_", "r_med", "diag_dominance", "blockwise_",
-                   "effective_rank", "singular_")),
-)  # fmt: skip
 
 
-def family(column: str) -> str:
-    """The metric family of a table column ("train" for loss, lr and scale; "other" if unknown)."""
-    for name, prefixes in _FAMILIES:
-        if column.startswith(prefixes):
+def family(column: str, declared: Declared | None = None) -> str:
+    """The metric family of a table column, as its metric class declares it (``family``, ``columns``):
+    "train" for loss, lr and scale, "other" for a column no metric declares."""
+    if column in ("loss", "lr", "scale"):
+        return "train"
+    for stem, name in (declared or _declared()).stems:  # longest stem first
+        if column == stem or column.startswith(stem + "_"):
             return name
-    return "train" if column in ("loss", "lr", "scale") else "other"
+    return "other"
 
 
-_EMAS = ("exp_gap_", "exp_smooth_")  # columns f"{prefix}_{β:g}", as WindowStats.emas names them
+def _declared() -> Declared:
+    from optprobe.metrics.registry import declared_columns  # imports torch: only once a row is tracked
+
+    return declared_columns()
 
 
-def stable_metric(metric: str, betas: Sequence[float]) -> str:
+def stable_metric(metric: str, betas: Sequence[float], declared: Declared | None = None) -> str:
     """``exp_gap_prev_0.99`` → ``exp_gap_prev_beta0`` when betas[0] = 0.99; other names unchanged."""
-    if metric.startswith(_EMAS):
+    if metric.startswith(tuple(f"{stem}_" for stem in (declared or _declared()).emas)):
         base, _, value = metric.rpartition("_")
         for index, beta in enumerate(betas):
             if value == f"{beta:g}":
@@ -52,25 +54,24 @@ def stable_metric(metric: str, betas: Sequence[float]) -> str:
     return metric
 
 
-def tag(column: str, betas: Sequence[float] = ()) -> str:
+def tag(column: str, betas: Sequence[float] = (), declared: Declared | None = None) -> str:
     """The tracker name of a table column (an EMA's β given as its index in ``betas``, see the module)."""
+    declared = declared or _declared()
     metric, _, layer = column.partition("/")
-    metric = stable_metric(metric, betas)
-    return (
-        f"optprobe/{family(metric)}/layers/{metric}/{layer}"
-        if layer
-        else f"optprobe/{family(metric)}/{metric}"
-    )
+    metric = stable_metric(metric, betas, declared)
+    name = family(metric, declared)
+    return f"optprobe/{name}/layers/{metric}/{layer}" if layer else f"optprobe/{name}/{metric}"
 
 
 def tracked_scalars(row: dict[str, Any], betas: Sequence[float] = ()) -> dict[str, float]:
     """``{tag: value}`` for the finite numeric metrics of a row (NaN means "not measured": skipped)."""
+    declared = _declared()  # once per row
     out = {}
     for column, value in row.items():
         if column in NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if math.isfinite(value):
-            out[tag(column, betas)] = float(value)
+            out[tag(column, betas, declared)] = float(value)
     return out
 
 
