@@ -58,7 +58,7 @@ def test_rotated_adam_is_slower_with_a_larger_l11_norm(quick_runs):
 @pytest.mark.slow
 def test_full_batch_gd_sharpness_settles_near_two_over_lr(tmp_path):
     assert main(["run", "edge_of_stability", "--out", str(tmp_path), "--no-progress", "--no-report",
-                 "--set", "runs.cnn_lr0.13.epochs=1"]) == 0  # fmt: skip
+                 "--seeds", "1", "--set", "runs.cnn_lr0.13.epochs=1"]) == 0  # fmt: skip
     table = read_table(tmp_path / "edge_of_stability" / "mlp_lr0.4")
     sharp = table["sharpness"].dropna()
     late = np.median(sharp.iloc[-len(sharp) // 3 :])
