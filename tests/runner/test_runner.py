@@ -66,3 +66,11 @@ def test_pilot_epochs_set_the_pilot_length_even_when_the_run_has_max_steps(
         5 if epochs is None else epochs * runner._steps_per_epoch(run, task)
     )  # else the run's max_steps
     assert len(batches) == expected
+
+
+def test_a_finished_run_records_its_wall_time(tmp_path):
+    from optprobe.runinfo import read_run_info
+
+    assert main(["run", "convex_sanity", *QUICK, "--out", str(tmp_path)]) == 0
+    info = read_run_info(tmp_path / "convex_sanity" / "least_squares_gd")
+    assert info["finished"] is True and 0 < info["wall_seconds"] < 600

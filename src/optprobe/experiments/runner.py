@@ -20,6 +20,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
@@ -201,6 +202,7 @@ def _train_one(
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not progress)
     batch_in_epoch = skip
     finished = False
+    started = time.perf_counter()
     try:
         with _interrupts_between_steps() as interrupted:
             while True:
@@ -234,6 +236,8 @@ def _train_one(
     finally:
         bar.close()
         probe.close(finished=finished)
+        spent = float(read_run_info(run_dir).get("wall_seconds") or 0.0)  # earlier sessions of a resumed run
+        update_run_info(run_dir, wall_seconds=spent + time.perf_counter() - started)
     return run_dir
 
 
