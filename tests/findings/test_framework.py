@@ -98,3 +98,24 @@ def test_per_seed_and_evaluate_call_the_experiments_test_with_its_criterion(monk
     assert evaluate("mine", "", runs, {"bound": 0.12}, test_name="fake_framework").outcome is I  # straddles
     assert evaluate("no_such_experiment", "", runs, {}).outcome is M  # no test: not measured, no checks
     assert finding_test("base") is None and finding_test("not-an-identifier") is None
+
+
+def test_a_run_the_test_needs_but_the_runs_lack_is_named_not_a_bare_key_error(monkeypatch, tmp_path):
+    from optprobe.findings import MissingRun
+    from optprobe.report.findings import experiment_findings
+
+    def test(runs):
+        return [Check("clipped", per_seed(runs["clipped"], lambda r: 0.0), Criterion("<", 1.0))]
+
+    module = types.ModuleType("optprobe.findings.fake_missing")
+    module.test = test
+    monkeypatch.setitem(sys.modules, "optprobe.findings.fake_missing", module)
+    runs = {"sgd": [_SeedRun(0.1, 0)]}
+    with pytest.raises(MissingRun, match="no run 'clipped' among these run directories"):
+        evaluate("mine", "", runs, {}, test_name="fake_missing")
+    info = {"experiment": "mine", "label": "sgd", "seed": 0, "finding": "f", "criterion": {"x": 1},
+            "finding_test": "fake_missing"}
+    run = types.SimpleNamespace(table=runs["sgd"][0].table, info=info, experiment="mine", label="sgd")
+    monkeypatch.setattr(module, "test", lambda runs, x: test(runs))
+    (item,) = experiment_findings([run])
+    assert item.outcome is M and item.note.startswith("no run 'clipped'")

@@ -31,6 +31,7 @@ __all__ = [
     "Estimate",
     "FindingResult",
     "FindingTest",
+    "MissingRun",
     "Outcome",
     "Runs",
     "across_seeds",
@@ -54,9 +55,22 @@ def finding_test(name: str) -> FindingTest | None:
     return getattr(module, "test", None)
 
 
+class MissingRun(KeyError):
+    """A finding test asked for a run label that is not among the runs (not run, or not finished yet)."""
+
+    def __str__(self) -> str:
+        return f"no run {self.args[0]!r} among these run directories (run the whole experiment)"
+
+
+class _ByLabel(dict):
+    def __missing__(self, label: str) -> Any:
+        raise MissingRun(label)
+
+
 def evaluate(experiment: str, finding: str, runs: Runs, criterion: Mapping[str, Any],
              test_name: str | None = None) -> FindingResult:  # fmt: skip
-    """Run the experiment's finding test on its runs; no test or no runs gives an empty result."""
+    """Run the experiment's finding test on its runs; no test or no runs gives an empty result; a run
+    label the test needs and the runs lack raises :class:`MissingRun`."""
     test = finding_test(test_name or experiment)
-    checks = tuple(test(runs, **criterion)) if test is not None and runs else ()
+    checks = tuple(test(_ByLabel(runs), **criterion)) if test is not None and runs else ()
     return FindingResult(experiment, finding, checks)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from optprobe.findings import Estimate, FindingResult, Outcome, evaluate, finding_test
+from optprobe.findings import Estimate, FindingResult, MissingRun, Outcome, evaluate, finding_test
 from optprobe.report.runs import Run
 
 #: A finding is shown up to its first sentence, cut to this many characters.
@@ -67,6 +67,8 @@ def _evaluate(name: str, labels: Mapping[str, Sequence[Run]]) -> ExperimentFindi
         return ExperimentFinding(name, empty, seeds, f"no finding test (optprobe.findings.{test_name})")
     try:
         result = evaluate(name, finding, labels, criterion, test_name)
+    except MissingRun as exc:
+        return ExperimentFinding(name, FindingResult(name, finding, ()), seeds, str(exc))
     except Exception as exc:  # noqa: BLE001 - one failing test must not hide the other experiments
         failed = FindingResult(name, finding, ())
         return ExperimentFinding(name, failed, seeds, f"the finding test failed: {type(exc).__name__}: {exc}")
