@@ -156,6 +156,12 @@ def test_edge_of_stability_uses_the_learning_rate_of_the_last_sharpness_row():
     assert unknown.verdict is Label.FAILS
 
 
+def test_edge_of_stability_judges_the_median_of_the_last_quarter_not_one_oscillating_point():
+    sharp = [5.0, 8.0, 11.0, 14.0, 16.0, 18.0, 19.0, 20.5, 19.4, 19.6, 20.3, 24.0]  # 2/η = 20
+    v = check_edge_of_stability(table(lr=np.full(12, 0.1), sharpness=sharp), {"full_batch": True})
+    assert v.verdict is Label.HOLDS and v.value == pytest.approx(20.3 / 20)  # median of 19.6, 20.3, 24.0
+
+
 def test_edge_of_stability_is_not_measured_on_minibatch_runs():
     """The prediction is for full-batch GD: a minibatch run gets no verdict (its ratio is in the detail)."""
     lr = np.full(10, 0.1)

@@ -45,6 +45,8 @@ PL_FLOOR = 1e-3
 RELAXED_MIN_GAIN = 0.1
 #: Edge of stability: |sharpness / (2/η) − 1| ≤ EOS_TOL.
 EOS_TOL = 0.1
+#: Edge of stability: the share of the last sharpness measurements whose median is judged.
+EOS_TAIL = 0.25
 #: ℓ∞ geometry favours Adam-type methods when ‖H‖₁,₁ / (d‖H‖₂) < L_INF_RATIO.
 L_INF_RATIO = 1.0
 
@@ -252,23 +254,26 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
 
 
 def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
-    """Edge of stability: final sharpness / (2/η), with η the learning rate on that row (or the last one).
+    """Edge of stability: median of sharpness_t / (2/η_t) over the last EOS_TAIL of the sharpness rows
+    (η_t the learning rate on or before that row), since at the edge the sharpness oscillates about 2/η.
 
     Holds ("at the edge of stability") when |ratio − 1| ≤ EOS_TOL; fails below or above the band.
     The phenomenon is predicted for full-batch GD: a run whose run.json says ``full_batch`` is false
     is "not measured" (the detail still gives the ratio).
     """
     key, assumption = "edge_of_stability", "edge of stability (sharpness ≈ 2/η)"
-    statistic, criterion = "final sharpness / (2/η)", "|ratio − 1| ≤ 0.1"
+    statistic = f"median sharpness / (2/η), last {EOS_TAIL:.0%} of measurements"
+    criterion = f"|ratio − 1| ≤ {EOS_TOL:g}"
     sharp, lr = series(table, "sharpness"), series(table, "lr")
     if sharp.empty or lr.empty:
         return _not_measured(key, assumption, statistic, criterion, "sharpness and lr")
-    step = sharp.index[-1]
-    eta = float(lr[lr.index <= step].iloc[-1]) if (lr.index <= step).any() else float(lr.iloc[-1])
-    if eta <= 0.0:
-        return _not_measured(key, assumption, statistic, criterion, f"a positive lr (it is {eta:.3g})")
-    ratio = float(sharp.iloc[-1]) * eta / 2.0
-    detail = f"final sharpness {sharp.iloc[-1]:.3g}, 2/η = {2 / eta:.3g}"
+    eta = lr.reindex(lr.index.union(sharp.index)).ffill().bfill()[sharp.index]
+    if (eta <= 0.0).any():
+        return _not_measured(key, assumption, statistic, criterion, f"a positive lr (it is {eta.min():.3g})")
+    tail = max(1, math.ceil(EOS_TAIL * len(sharp)))
+    ratio = float(np.median((sharp * eta / 2.0).iloc[-tail:]))
+    detail = f"over the last {tail} of {len(sharp)} measurements; final sharpness {sharp.iloc[-1]:.3g}, "
+    detail += f"2/η = {2 / eta.iloc[-1]:.3g}"
     if info is not None and info.get("full_batch") is False:
         detail = f"not full-batch GD (the prediction is for full-batch GD); {detail}, ratio {ratio:.3g}"
         return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
