@@ -6,7 +6,9 @@ events recorded on the current stream (the GPU's own clock, not the host's launc
 
 from __future__ import annotations
 
+import contextlib
 import resource
+import sys
 import time
 from collections.abc import Callable
 
@@ -39,7 +41,10 @@ def make_model(name: str, batch_size: int | None = None) -> tuple[nn.Module, tor
         return model, *_batch((784,), batch_size or 128)
     if name == "3c3d":  # DeepOBS's CIFAR-10 3C3D (Cockpit's benchmark CNN), 0.90M parameters
         return three_c_three_d(), *_batch((3, 32, 32), batch_size or 128)
-    raise SystemExit(f"unknown model {name!r}; choose mlp, cnn, mlp-1.3m or 3c3d")
+    if name == "tiny":  # for warming up code paths in a fresh process
+        model = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+        return model, *_batch((784,), batch_size or 4)
+    raise SystemExit(f"unknown model {name!r}; choose mlp, cnn, mlp-1.3m, 3c3d or tiny")
 
 
 def three_c_three_d() -> nn.Module:
@@ -110,7 +115,17 @@ def sync(device: str) -> None:
 
 
 def peak_memory(device: str) -> float:
-    """Peak memory of this process so far, bytes: resident set size on a CPU, allocated tensors on CUDA."""
+    """Peak memory of this process so far, bytes: resident set size on a CPU, allocated tensors on CUDA.
+
+    On Linux the peak RSS is VmHWM, the high-water mark of this program's own address space.
+    ``getrusage``'s ru_maxrss is not: it survives fork and exec, so a child started from a larger parent
+    reports the parent's resident size at the fork (every child of a big parent then shows the same peak).
+    """
     if device.startswith("cuda"):
         return float(torch.cuda.max_memory_allocated())
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) * 1024
+    unit = 1 if sys.platform == "darwin" else 1024  # no /proc: ru_maxrss, bytes on macOS, KiB elsewhere
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit)
