@@ -144,6 +144,7 @@ class AuthorsLoop:
         self.prev_grad, self.prev_param = zeros(), zeros()
         self.current_grad_l, self.current_grad_linear, self.current_param = zeros(), zeros(), zeros()
         self.t = 0
+        self.gap = float("nan")  # line 108's current_convexity_gap, the last one
         self.prev_loss = self.sum_dif = self.denom = self.num = self.num_actual = self.gap_sum = 0.0
         self.lipschitz: float | torch.Tensor = 0.0
         self.ema_l = [0.0, 0.0]
@@ -192,7 +193,7 @@ class AuthorsLoop:
         self.ema_l = [b * e + (1 - b) * current_l for b, e in zip((0.99, 0.9999), self.ema_l, strict=True)]
         self.num_actual += _linear_approx(cp, self.current_grad_linear, pp)
         self.num += linear_approx_prev
-        gap = current_loss - self.prev_loss - linear_approx_prev
+        gap = self.gap = current_loss - self.prev_loss - linear_approx_prev
         self.ema_gap = [b * e + (1 - b) * gap for b, e in zip((0.99, 0.9999), self.ema_gap, strict=True)]
         self.gap_sum += gap
 
