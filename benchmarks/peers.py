@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -335,26 +336,32 @@ def spread(values: list[float]) -> str:
 
 def report(model_name: str, times: dict[str, list[float]], memory: dict[str, list[float]] | None) -> None:
     """Print one model's table: ratio to plain (and what it adds beyond its floor), memory above plain."""
-    plain = statistics.median(times["plain"])
-    ratios = {name: [t / p for t, p in zip(ts, times["plain"], strict=True)] for name, ts in times.items()}
-    median = {name: statistics.median(r) for name, r in ratios.items()}
     n_params = sum(p.numel() for p in make_model(model_name)[0].parameters())
-    print(f"\n{model_name}: {n_params / 1e6:.2f}M parameters, plain step {1e3 * plain:.1f} ms (median)")
-    print(f"  {'contender':<27} {'time / plain step':<32} {'peak memory above plain, parameter copies'}")
-    for name, values in ratios.items():
-        line = f"  {name:<27} {spread(values):<18}"
-        floor = FLOORS.get(name) if FLOORS.get(name, ("",))[0] in ratios else None
-        beyond = ""
-        if floor is not None:
-            floor_ratio = 1 + floor[1] * (median[floor[0]] - 1)
-            beyond = f"floor {floor_ratio:.2f} {median[name] - floor_ratio:+.2f}"
-        line += f" {beyond:<13}"
-        if memory is not None and name in memory and name != "plain":
+    median = statistics.median(times["plain"]) if times else math.nan
+    plain = f"plain step {1e3 * median:.1f} ms (median)" if times else "no timing"
+    print(f"\n{model_name}: {n_params / 1e6:.2f}M parameters, {plain}")
+    print(f"  {'contender':<27} {'time / plain step':<33} peak memory above plain, parameter copies")
+    ratios = {name: [t / p for t, p in zip(ts, times["plain"], strict=True)] for name, ts in times.items()}
+    for name in ratios or memory or {}:
+        floor = FLOORS.get(name)
+        line = f"  {name:<27} {_time_cell(name, ratios, floor):<33}"
+        if memory is not None and name != "plain":
             line += f" {spread(memory[name])}"
-            if floor is not None:
+            if floor is not None and floor[0] in memory:
                 own = [m - f for m, f in zip(memory[name], memory[floor[0]], strict=True)]
                 line += f"; beyond the floor's {spread(own)}"
         print(line, flush=True)
+
+
+def _time_cell(name: str, ratios: dict[str, list[float]], floor: tuple[str, int] | None) -> str:
+    """'median [min–max]', and 'floor F +x' (x: the median beyond the floor its extra passes set)."""
+    if name not in ratios:
+        return ""
+    cell = spread(ratios[name])
+    if floor is not None and floor[0] in ratios:
+        floor_ratio = 1 + floor[1] * (statistics.median(ratios[floor[0]]) - 1)
+        cell += f" floor {floor_ratio:.2f} {statistics.median(ratios[name]) - floor_ratio:+.2f}"
+    return cell
 
 
 def main() -> None:
@@ -383,9 +390,9 @@ def main() -> None:
     )
     steps = {name: args.peer_steps if name in COCKPIT else args.steps for name in names}
     for model_name in args.models:
-        for name in names:  # warm-up: allocator, kernels, first-call overheads
+        for name in names if args.rounds > 0 else ():  # warm-up: allocator, kernels, first-call overheads
             Contender(name, model_name, args.device).run(2)
-        times: dict[str, list[float]] = {name: [] for name in names}
+        times: dict[str, list[float]] = {name: [] for name in names} if args.rounds > 0 else {}
         for r in range(args.rounds):
             for name, seconds in time_round(names, model_name, args.device, steps, r).items():
                 times[name].append(seconds)
