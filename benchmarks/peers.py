@@ -124,8 +124,8 @@ class AuthorsLoop:
     parameter-shaped buffers of lines 39-49; per step the extra forward+backward at w_t on the previous
     batch with its ``.item()`` (lines 64-69), the copies of ∇f(w_t, x_{t−1}) and w_t (70-76), the training
     forward+backward (79-81) and the copy of its gradient (82-86); from the second step on the statistics
-    of lines 87-111 (a new difference list, three ⟨·,·⟩ of ∇ and w_t − w_{t−1} and one ‖·‖², each with one
-    ``.item()`` per tensor; the smoothness ratio as sums of per-tensor norms, compared on the host);
+    of lines 87-111 (a new difference list Δ_t, ‖Δ_t‖², ⟨Δ_t, Δ_{t−1}⟩ and three ⟨∇, w_t − w_{t−1}⟩, each
+    with one ``.item()`` per tensor; the smoothness ratio as sums of per-tensor norms, compared on the host);
     then the copies of lines 113-118, the update (119) and ``loss.item()`` (120). The helpers are those of
     ``ImageClassification/Cifar10/properties_checker.py``: compute_linear_approx (lines 5-15),
     compute_smoothness (17-23), compute_L2_norm (26-31), compute_inner_product (45-49) and
