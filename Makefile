@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 $(STAMP): pyproject.toml scripts/install.sh
-	bash scripts/install.sh all,test,ray,trackers,hf,lightning
+	bash scripts/install.sh all,test,ray,trackers,hf,lightning,peers
 	touch $(STAMP)
 
 run: $(STAMP)

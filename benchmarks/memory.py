@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 
 import torch
-from overhead import loss_fn, train_steps  # the same loop, side by side in this folder
+from _common import loss_fn, peak_memory, train_steps  # the same loop as benchmarks/overhead.py
 from torch import nn
 
 from optprobe.probe import Probe, ProbeConfig
@@ -67,16 +66,10 @@ def measure(config_name: str, width: int, depth: int, device: str, steps: int = 
     with tempfile.TemporaryDirectory() as tmp:
         probe = None if config is None else Probe(model, loss_fn, optimizer=opt, config=config, out_dir=tmp)
         train_steps(model, batch, opt, probe, steps)
-        peak = _peak(device)  # before close(): writing the parquet copy of the table is not training overhead
+        peak = peak_memory(device)  # before close(): writing the table's parquet copy is not training
         if probe is not None:
             probe.close()
     return peak
-
-
-def _peak(device: str) -> float:
-    if device.startswith("cuda"):
-        return float(torch.cuda.max_memory_allocated())
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def main() -> None:

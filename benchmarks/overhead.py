@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 
 import torch
-from torch import nn
+from _common import loss_fn, make_model, placed, timed, train_steps  # shared by the benchmarks here
 
 from optprobe.probe import Probe, ProbeConfig
+
+__all__ = ["loss_fn", "make_model", "placed", "run_passes", "run_steps", "timed", "train_steps"]
 
 MODES = {
     "plain": None,
@@ -45,43 +45,6 @@ TARGETS = {
     "(b) gaps only, every step": 1.45,
     "(c) full set, every 10 steps": 1.15,
 }
-
-
-def make_model(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The model and one batch (inputs, labels) of the benchmark."""
-    if name == "mlp":
-        model = nn.Sequential(
-            nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
-        )
-        return model, torch.randn(256, 784), torch.randint(0, 10, (256,))
-    if name == "cnn":
-        model = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10),
-        )  # fmt: skip
-        return model, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    raise SystemExit(f"unknown model {name!r}; choose mlp or cnn")
-
-
-def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-
-def placed(model_name: str, device: str, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    """The model and its batch, seeded and on ``device``."""
-    torch.manual_seed(seed)
-    model, x, y = make_model(model_name)
-    return model.to(device), (x.to(device), y.to(device))
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    """Seconds fn() takes, with the device's queue drained before and after."""
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def run_steps(model_name: str, mode: str, steps: int, device: str, seed: int = 0) -> float:
@@ -111,26 +74,6 @@ def run_passes(model_name: str, passes: str, steps: int, device: str, seed: int 
                 loss_fn(model, batch).backward()
 
     return timed(bare_passes, device)
-
-
-def train_steps(
-    model: nn.Module, batch: tuple, opt: torch.optim.Optimizer, probe: Probe | None, steps: int
-) -> None:
-    """The plain training loop, with the probe's two calls when there is a probe."""
-    for _ in range(steps):
-        if probe is not None:
-            probe.begin_step(batch)
-        opt.zero_grad()
-        loss = loss_fn(model, batch)
-        loss.backward()
-        if probe is not None:
-            probe.end_step(loss)
-        opt.step()
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:

@@ -1,0 +1,79 @@
+"""The side-by-side benchmarks measure what they say: fair contenders, each process's own peak memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import peers  # noqa: E402
+from _common import loss_fn, peak_memory  # noqa: E402
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_larger_parents():
+    """A fresh process started by a parent holding 400 MB must not report the parent's resident size."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak RSS of a process's own address space is read from /proc (Linux)")
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        from _common import peak_memory
+        print(peak_memory("cpu"))
+        """
+    )
+    ballast = bytearray(b"1") * (400 * 2**20)  # written, so resident (not only mapped)
+    out = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, text=True)
+    parent = peak_memory("cpu")
+    assert parent > 400 * 2**20
+    assert float(out.stdout.strip()) < parent - 300 * 2**20
+    del ballast
+
+
+@pytest.mark.parametrize("name", [n for n in peers.CONTENDERS if n != "plain"])
+def test_every_contender_trains_the_same_trajectory_as_plain_sgd(name):
+    """What a contender measures must not change training: after 3 steps its parameters are plain's."""
+    if name in peers.COCKPIT:
+        try:
+            peers.import_cockpit()
+        except Exception as error:  # noqa: BLE001
+            pytest.skip(f"Cockpit does not import here: {error}")
+    plain, other = peers.Contender("plain", "tiny", "cpu"), peers.Contender(name, "tiny", "cpu")
+    for contender in (plain, other):
+        contender.run(3)
+        contender.close()
+    for p, q in zip(plain.model.parameters(), other.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+def test_the_authors_loop_computes_their_convexity_gap():
+    """Their gap at step t: f(w_t, z) − f(w_{t−1}, z) − ⟨∇f(w_t, z), w_t − w_{t−1}⟩, checked in float64."""
+    contender = peers.Contender("authors' loop", "tiny", "cpu")
+    model, batch = contender.model, contender.batch
+    w_prev = [p.detach().double().clone() for p in model.parameters()]
+    contender.authors.step(batch)  # w_0 → w_1; measures nothing yet
+    w_now = [p.detach().double().clone() for p in model.parameters()]
+    contender.authors.step(batch)  # measures at w_1 against w_0 (on the previous batch: the same one)
+    double = peers.placed("tiny", "cpu", 0)[0].double()
+
+    def loss_and_grad(point):
+        with torch.no_grad():
+            for p, v in zip(double.parameters(), point, strict=True):
+                p.copy_(v)
+        double.zero_grad()
+        loss = loss_fn(double, (batch[0].double(), batch[1]))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in double.parameters()]
+
+    f_now, g_now = loss_and_grad(w_now)
+    f_prev, _ = loss_and_grad(w_prev)
+    triples = zip(g_now, w_now, w_prev, strict=True)
+    linear = sum(torch.dot(g.flatten(), (a - b).flatten()).item() for g, a, b in triples)
+    assert contender.authors.gap == pytest.approx(f_now - f_prev - linear, rel=1e-4, abs=1e-7)
