@@ -161,3 +161,16 @@ def test_titles_and_labels_are_mathtext_not_raw_subscripts():
     texts = [fig.axes[0].get_title(), fig.axes[0].get_ylabel()]
     assert texts == ["‖∇ℓ($x_{t}$) − ∇ℓ($x_{t-1}$)‖ / ‖$x_{t}$ − $x_{t-1}$‖", r"$\hat{L}_{t}$"]
     plt.close(fig)
+
+
+def test_rotation_geometry_draws_seeds_with_identical_values():
+    """Seeds that give the same ‖H‖ (a fixed probe seed) have a mean one ulp off their min/max: no
+    negative error bar (matplotlib refuses one, which stopped `make run`'s report)."""
+    runs = []
+    for label in ("adam", "adam_rotated"):
+        for seed in range(3):
+            columns = {"step": [0, 1], "hessian_l11_per_dim": [0.1, 0.1], "spectral_norm": [0.3, 0.3]}
+            runs.append((label, pd.DataFrame(columns), {"seed": seed}))
+    fig = figure_functions("rotation")["rotation_geometry"](runs)
+    assert fig is not None
+    plt.close(fig)

@@ -224,7 +224,7 @@ def r_med(runs: Runs) -> Figure | None:
         mean = frame.mean().to_numpy()
         whiskers = None
         if len(frame) > 1:
-            whiskers = np.vstack([mean - frame.min().to_numpy(), frame.max().to_numpy() - mean])
+            whiskers = np.vstack([mean - frame.min().to_numpy(), frame.max().to_numpy() - mean]).clip(min=0)
         ax.bar(x + (i - (len(groups) - 1) / 2) * width, mean, width, yerr=whiskers, capsize=2, label=label)
     ax.set_xticks(x, layers, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(mpl_math("R_med = max|H_ii| / median|H_ii|"))

@@ -84,7 +84,7 @@ def rotation_geometry(runs: Runs) -> Figure | None:
         means = [_mean_per_seed(g, column) for g in groups]
         centre = np.array([np.mean(m) if m else np.nan for m in means])
         spread = np.array([[c - min(m), max(m) - c] if m else [0.0, 0.0]
-                           for c, m in zip(centre, means, strict=True)])  # fmt: skip
+                           for c, m in zip(centre, means, strict=True)]).clip(min=0.0)  # mean ± 1 ulp
         ax.bar(x + (j - 0.5) * width, centre, width, yerr=spread.T, capsize=2, color=COLOURS[j], label=name)
     ax.set_xticks(x, [g.label for g in groups], rotation=30, ha="right")
     ax.set_yscale("log")
