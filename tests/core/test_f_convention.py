@@ -58,6 +58,18 @@ def _sgd_steps(model: nn.Module, batches) -> None:
         opt.step()
 
 
+def _probed_steps(probe: Probe, opt: torch.optim.Optimizer, model: nn.Module, x, y, batch: int = 32) -> None:
+    """The README's loop over (x, y) in batches of ``batch``, with the probe's two calls."""
+    for i in range(0, len(x), batch):
+        z = (x[i : i + batch], y[i : i + batch])
+        probe.begin_step(z)
+        opt.zero_grad()
+        loss = mse_loss(model, z)
+        loss.backward()
+        probe.end_step(loss)
+        opt.step()
+
+
 def test_full_batch_loss_is_the_same_with_and_without_its_gradient():
     """The loss+gradient pass and the loss-only pass (the one F(x*) takes) draw the same masks."""
     model = _net()
@@ -160,14 +172,7 @@ def test_a_reference_without_buffers_warns_and_says_which_buffers_it_uses(tmp_pa
                       eval_loader=chunks, out_dir=tmp_path,
                       config=ProbeConfig(eval_mode=True, full_batch_every=1, metrics=("norms",)))  # fmt: skip
     assert probe.warnings["reference_without_buffers"] == 1
-    for i in range(0, 96, 32):
-        batch = (x[i : i + 32], y[i : i + 32])
-        probe.begin_step(batch)
-        opt.zero_grad()
-        loss = mse_loss(model, batch)
-        loss.backward()
-        probe.end_step(loss)
-        opt.step()
+    _probed_steps(probe, opt, model, x[:96], y[:96])
     probe.close()
     assert probe.table()["ref_full_loss"].tolist() == pytest.approx([want_ref] * 3, rel=1e-12)
 
@@ -182,14 +187,7 @@ def test_nan_in_the_evaluation_data_is_a_counted_warning(tmp_path):
     probe = Probe(model, mse_loss, optimizer=opt, eval_loader=chunks, out_dir=tmp_path,
                   config=ProbeConfig(full_batch_every=1, metrics=("norms",)))  # fmt: skip
     with pytest.warns(ProbeWarning, match="full-batch loss"):
-        for i in range(0, 64, 32):
-            batch = (x[i : i + 32], y[i : i + 32])
-            probe.begin_step(batch)
-            opt.zero_grad()
-            loss = mse_loss(model, batch)
-            loss.backward()
-            probe.end_step(loss)
-            opt.step()
+        _probed_steps(probe, opt, model, x[:64], y[:64])
     probe.close()
     assert probe.table()["full_loss"].isna().all()
     assert probe.warnings["non_finite_full_loss"] == 2
