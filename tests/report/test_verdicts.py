@@ -162,6 +162,13 @@ def test_edge_of_stability_judges_the_median_of_the_last_quarter_not_one_oscilla
     assert v.verdict is Label.HOLDS and v.value == pytest.approx(20.3 / 20)  # median of 19.6, 20.3, 24.0
 
 
+def test_edge_of_stability_reads_a_table_whose_epoch_end_rows_repeat_a_step():
+    t = table(lr=np.full(12, 0.1), sharpness=[5.0] * 9 + [19.6, 20.3, 24.0])
+    t = pd.concat([t, pd.DataFrame({"step": [11], "lr": [0.1], "full_loss": [0.5]})], ignore_index=True)
+    v = check_edge_of_stability(t, {"full_batch": True})
+    assert v.verdict is Label.HOLDS and v.value == pytest.approx(20.3 / 20)
+
+
 def test_edge_of_stability_is_not_measured_on_minibatch_runs():
     """The prediction is for full-batch GD: a minibatch run gets no verdict (its ratio is in the detail)."""
     lr = np.full(10, 0.1)

@@ -11,31 +11,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from optprobe.findings.base import Check, Criterion, Runs, SeedRun, per_seed
-from optprobe.report.verdicts import series
-
-
-def edge_ratios(run: SeedRun) -> pd.Series:
-    """λ_max(x_t)·η_t/2 at every sharpness measurement, η_t the learning rate of that step's row."""
-    sharp, lr = series(run.table, "sharpness"), series(run.table, "lr")
-    if sharp.empty or lr.empty:
-        return pd.Series(dtype=float)
-    lr = lr[~lr.index.duplicated(keep="first")].sort_index()
-    eta = lr.reindex(sharp.index, method="ffill").fillna(float(lr.iloc[0]))
-    return sharp * eta / 2.0
-
-
-def last_part(values: pd.Series, fraction: float) -> pd.Series:
-    """The last ⌈fraction·n⌉ values (at least one)."""
-    return values.iloc[len(values) - max(1, math.ceil(fraction * len(values))) :]
+from optprobe.report.verdicts import edge_ratios, last_part, series
 
 
 def tail_ratio(run: SeedRun, fraction: float, column: str | None = None) -> float:
     """Median over the tail of λ_max·η/2 (column None), or of ``column`` / λ_max on the sharpness rows."""
     if column is None:
-        values = edge_ratios(run)
+        values = edge_ratios(run.table)
     else:
         sharp = series(run.table, "sharpness")
         other = series(run.table, column)
@@ -46,7 +30,7 @@ def tail_ratio(run: SeedRun, fraction: float, column: str | None = None) -> floa
 
 def start_ratio(run: SeedRun) -> float:
     """λ_max·η/2 at the first sharpness measurement (NaN when there is none)."""
-    ratios = edge_ratios(run)
+    ratios = edge_ratios(run.table)
     return float(ratios.iloc[0]) if len(ratios) else math.nan
 
 
@@ -55,7 +39,7 @@ def _is_full_batch(seeds: Sequence[SeedRun]) -> bool:
 
 
 def _describe(seeds: Sequence[SeedRun], fraction: float) -> str:
-    n = [len(edge_ratios(run)) for run in seeds]
+    n = [len(edge_ratios(run.table)) for run in seeds]
     proxies = []
     columns = {c for run in seeds for c in run.table.columns if c.startswith("exp_smooth_prev_")}
     for column in ("max_smooth_prev", *sorted(columns)):

@@ -253,6 +253,21 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
     return Verdict(key, assumption, statistic, gain, criterion, label, detail, {"L0": l0, "L1": l1})
 
 
+def edge_ratios(table: pd.DataFrame) -> pd.Series:
+    """λ_max(x_t)·η_t/2 at every sharpness measurement, η_t the learning rate of that step's row."""
+    sharp, lr = series(table, "sharpness"), series(table, "lr")
+    if sharp.empty or lr.empty:
+        return pd.Series(dtype=float)
+    lr = lr[~lr.index.duplicated(keep="first")].sort_index()
+    eta = lr.reindex(sharp.index, method="ffill").fillna(float(lr.iloc[0]))
+    return sharp * eta / 2.0
+
+
+def last_part(values: pd.Series, fraction: float) -> pd.Series:
+    """The last ⌈fraction·n⌉ values (at least one)."""
+    return values.iloc[len(values) - max(1, math.ceil(fraction * len(values))) :]
+
+
 def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
     """Edge of stability: median of sharpness_t / (2/η_t) over the last EOS_TAIL of the sharpness rows
     (η_t the learning rate on or before that row), since at the edge the sharpness oscillates about 2/η.
@@ -267,13 +282,13 @@ def check_edge_of_stability(table: pd.DataFrame, info: RunInfo | None = None) ->
     sharp, lr = series(table, "sharpness"), series(table, "lr")
     if sharp.empty or lr.empty:
         return _not_measured(key, assumption, statistic, criterion, "sharpness and lr")
-    eta = lr.reindex(lr.index.union(sharp.index)).ffill().bfill()[sharp.index]
-    if (eta <= 0.0).any():
-        return _not_measured(key, assumption, statistic, criterion, f"a positive lr (it is {eta.min():.3g})")
-    tail = max(1, math.ceil(EOS_TAIL * len(sharp)))
-    ratio = float(np.median((sharp * eta / 2.0).iloc[-tail:]))
-    detail = f"over the last {tail} of {len(sharp)} measurements; final sharpness {sharp.iloc[-1]:.3g}, "
-    detail += f"2/η = {2 / eta.iloc[-1]:.3g}"
+    if (lr <= 0.0).any():
+        return _not_measured(key, assumption, statistic, criterion, f"a positive lr (it is {lr.min():.3g})")
+    ratios = edge_ratios(table)
+    tail = last_part(ratios, EOS_TAIL)
+    ratio = float(np.median(tail))
+    detail = f"over the last {len(tail)} of {len(ratios)} measurements; "
+    detail += f"final sharpness {sharp.iloc[-1]:.3g}, 2/η = {sharp.iloc[-1] / ratios.iloc[-1]:.3g}"
     if info is not None and info.get("full_batch") is False:
         detail = f"not full-batch GD (the prediction is for full-batch GD); {detail}, ratio {ratio:.3g}"
         return Verdict(key, assumption, statistic, math.nan, criterion, Label.NOT_MEASURED, detail)
