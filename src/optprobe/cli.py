@@ -182,6 +182,10 @@ def _parser() -> argparse.ArgumentParser:
         help="values to try, e.g. lr=1e-4,3e-4,1e-3; repeatable (the grid is their product)",
     )
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point (default 1)")
+    sweep.add_argument(
+        "--runs", type=lambda text: [s.strip() for s in text.split(",") if s.strip()], default=None,
+        metavar="LABEL,...", help="sweep only these runs of the experiment (default: all of them)",
+    )  # fmt: skip
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sweep.add_argument("--executor", default="local", choices=["local", "ray"], help="process pool or Ray")
     sweep.add_argument("--workers", type=int, default=None, help="parallel runs (local executor)")
@@ -267,7 +271,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     grid = parse_grid(args.grid)
-    experiment = expand(args.experiment, grid, args.seeds, args.overrides, args.quick)
+    experiment = expand(args.experiment, grid, args.seeds, args.overrides, args.quick, args.runs)
     _check_out(args.out)
     check_experiment(experiment)
     print(f"== {experiment.name}: {len(experiment.runs)} runs on the {args.executor} executor", flush=True)
@@ -322,13 +326,17 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _print_divergences(run_dirs: Sequence[Path]) -> int:
-    """Print, on stderr, every run of ``run_dirs`` whose run.json records a divergence; returns how many."""
-    from optprobe.runinfo import divergence_message
+    """Print, on stderr, every run of ``run_dirs`` whose run.json records a divergence; returns how many
+    of them the experiment did not expect."""
+    from optprobe.runinfo import divergence_expected, divergence_message, read_run_info
 
-    messages = [m for m in map(divergence_message, run_dirs) if m is not None]
-    for message in messages:
-        print(f"optprobe: {message}", file=sys.stderr)
-    return len(messages)
+    unexpected = 0
+    for run_dir in run_dirs:
+        message = divergence_message(run_dir)
+        if message is not None:
+            print(f"optprobe: {message}", file=sys.stderr)
+            unexpected += not divergence_expected(read_run_info(run_dir))
+    return unexpected
 
 
 def _check_out(out: Path) -> None:

@@ -115,12 +115,23 @@ def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
     return info
 
 
+def divergence_expected(info: dict[str, Any]) -> bool:
+    """Whether run.json's divergence was one the experiment declared (``on_divergence = "expected"``)."""
+    record = info.get("divergence")
+    return isinstance(record, dict) and record.get("policy") == "expected"
+
+
 def divergence_message(run_dir: str | os.PathLike[str], info: dict[str, Any] | None = None) -> str | None:
     """"<run dir> diverged: the loss is … at step …" when run.json records a divergence, else None."""
     info = read_run_info(run_dir) if info is None else info
     record = info.get("divergence")
     if not isinstance(record, dict):
         return None
+    if divergence_expected(info):
+        return (
+            f"{run_dir} diverged at step {record.get('step')} (loss {record.get('loss')}), as the experiment "
+            "expects (on_divergence='expected'); the table holds every step up to it"
+        )
     return (
         f"{run_dir} diverged: the loss is {record.get('loss')} at step {record.get('step')}, where training "
         f"stopped (on_divergence={record.get('policy')!r}); the table holds every step up to it. Lower lr "

@@ -303,6 +303,17 @@ def _unfinished(run_dir: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------- divergence
+def test_a_divergence_the_experiment_expects_is_said_but_is_not_a_failure(base, tmp_path, capsys):
+    """relaxed_smoothness runs SGD at a step size where it blows up on purpose: `run --all` must exit 0."""
+    config, _ = _copy(base, tmp_path / "c")
+    out = tmp_path / "expected"
+    args = ["run", str(config), "--out", str(out), *QUIET, "--set", "lr=1e4", "--set", "max_steps=200"]
+    assert main([*args, "--set", "on_divergence=expected"]) == 0
+    said = capsys.readouterr().err
+    record = json.loads((out / "fz" / "a" / "run.json").read_text())["divergence"]
+    assert record["policy"] == "expected" and f"at step {record['step']}" in said and "expects" in said
+
+
 def test_a_divergence_is_recorded_and_said_again_by_every_later_command(base, tmp_path, capsys):
     config, _ = _copy(base, tmp_path / "c")
     out = tmp_path / "diverged"

@@ -22,6 +22,14 @@ def test_grid_parsing_and_expansion():
         parse_grid(["lr"])
 
 
+def test_runs_option_tunes_only_the_named_runs():
+    """``--runs`` sweeps one optimizer of an experiment (the paper tuned each optimizer's lr apart)."""
+    exp = expand("convex_sanity", {"lr": ["0.01", "0.1"]}, seeds=2, quick=True, runs=["logistic_adamw"])
+    assert len(exp.runs) == 2 * 2 and {r.label.split("__")[0] for r in exp.runs} == {"logistic_adamw"}
+    with pytest.raises(OptprobeError, match="least_squares_gd, logistic_adamw"):
+        expand("convex_sanity", {"lr": ["0.01"]}, seeds=1, quick=True, runs=["adam"])
+
+
 def test_sweep_picks_the_best_learning_rate_per_run(tmp_path):
     exp = expand("convex_sanity", {"lr": ["0.0001", "0.05"]}, seeds=1, overrides=["epochs=3"], quick=True)
     run_dirs = run_sweep(exp, tmp_path, executor="local", workers=2)

@@ -110,7 +110,8 @@ class ExperimentConfig:
 
 SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
 REFERENCES = ("none", "minimizer", "pilot", "pilot_other_seed")
-DIVERGENCE_POLICIES = ("stop", "skip")
+#: stop at a non-finite loss; skip such steps; or stop because the experiment expects it (not a failure)
+DIVERGENCE_POLICIES = ("stop", "skip", "expected")
 
 
 def load_experiment(

@@ -52,22 +52,33 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def expand(
-    name: str, grid: dict[str, list[str]], seeds: int, overrides: Sequence[str] = (), quick: bool = False
-) -> ExperimentConfig:
+    name: str, grid: dict[str, list[str]], seeds: int, overrides: Sequence[str] = (), quick: bool = False,
+    runs: Sequence[str] | None = None,
+) -> ExperimentConfig:  # fmt: skip
     """One experiment whose runs are every (run, grid point, seed) combination, labelled
-    ``<run>__<values>_seed<seed>`` (:func:`base_label` recovers ``<run>``)."""
+    ``<run>__<values>_seed<seed>`` (:func:`base_label` recovers ``<run>``); ``runs`` keeps only the
+    experiment's runs with those labels."""
     if seeds < 1:
         raise OptprobeError(f"--seeds must be at least 1, got {seeds}")
     base = get_experiment(name, list(overrides), quick)
-    runs: list[RunConfig] = []
+    labels = [run.label for run in base.runs]
+    unknown = sorted(set(runs or ()) - set(labels))
+    if unknown:
+        raise OptprobeError(f"--runs {', '.join(unknown)}: {base.name} has the runs {', '.join(labels)}")
+    keep = set(runs or labels)
+    expanded: list[RunConfig] = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
         for seed in range(seeds):
             variant = get_experiment(name, [*overrides, *point, f"seed={base.runs[0].seed + seed}"], quick)
             tag = "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values, strict=True))
-            runs += [replace(run, label=f"{run.label}{SEP}{tag}_seed{run.seed}") for run in variant.runs]
-    return replace(base, name=f"{base.name}_sweep", runs=runs, seeds=1)  # the seeds are runs already
+            expanded += [
+                replace(run, label=f"{run.label}{SEP}{tag}_seed{run.seed}")
+                for run in variant.runs
+                if run.label in keep
+            ]
+    return replace(base, name=f"{base.name}_sweep", runs=expanded, seeds=1)  # the seeds are runs already
 
 
 def run_sweep(
