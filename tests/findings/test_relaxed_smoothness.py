@@ -65,3 +65,15 @@ def test_statistics_equal_a_direct_recomputation():
     threshold = 1.0 / 2.0
     fraction = np.mean([np.mean(r.table["grad_norm"] > threshold) for r in runs["clipped_sgd_large_lr"]])
     assert f"clipped on {100 * fraction:.0f}% of the steps" in checks[1].detail
+
+
+def test_the_secant_smoothness_of_f_is_preferred_over_the_minibatch_one():
+    """With full_smooth measured (Zhang et al.'s estimator), the fit uses it, not inst_smooth_prev."""
+    runs = experiment(l1=0.0)  # the minibatch L_t is flat: not reproduced from it
+    for r in runs["sgd"]:
+        g = r.table["full_grad_norm"].to_numpy()
+        r.table["full_smooth_grad_norm"] = g
+        r.table["full_smooth"] = 1 + 2.0 * g  # F's secant smoothness grows with ‖∇F‖
+    check = relaxed_smoothness.test(runs, **CRITERION)[0]
+    assert check.outcome is Outcome.REPRODUCED
+    assert "L_t = full_smooth against g_t = full_smooth_grad_norm" in check.detail

@@ -174,3 +174,18 @@ def test_rotation_geometry_draws_seeds_with_identical_values():
     fig = figure_functions("rotation")["rotation_geometry"](runs)
     assert fig is not None
     plt.close(fig)
+
+
+def test_relaxed_smoothness_scatter_uses_the_secant_smoothness_of_f_when_measured():
+    """With full_smooth in the table the scatter shows the pairs the finding fits, labelled as such."""
+    from optprobe.curvature.relaxed import relaxed_smoothness
+
+    runs = _runs(["sgd"], seeds=1, steps=300)
+    table = runs[0][1]
+    table["full_smooth_grad_norm"] = np.linspace(2.0, 0.1, len(table))
+    table["full_smooth"] = 1.0 + 3.0 * table["full_smooth_grad_norm"]
+    fig = figure_functions("relaxed_smoothness")["relaxed_smoothness"](runs)
+    fit = relaxed_smoothness(table["full_smooth_grad_norm"].to_numpy(), table["full_smooth"].to_numpy())
+    assert _titles(fig)[0] == f"sgd: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}"
+    assert "secant" in fig.axes[0].get_ylabel()
+    plt.close(fig)

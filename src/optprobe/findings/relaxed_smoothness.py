@@ -3,7 +3,8 @@
 Finding: along SGD training the envelope L_t ≤ L0 + L1‖∇F(x_t)‖ is much tighter than a constant L; at a step
 size where SGD is unstable, clipped SGD converges; generalized signSGD beats SGD at tuned step sizes.
 Statistics, per seed then a t-interval across seeds: the gain 1 − Σ_t(L0 + L1 g_t) / (n max_t L_t) of
-:func:`~optprobe.report.verdicts.check_relaxed_smoothness`; log10(F_A(x_T) / F_B(x_T)) of final full losses.
+:func:`~optprobe.report.verdicts.check_relaxed_smoothness` (L_t Zhang et al.'s secant smoothness of F,
+``full_smooth``, when the run measured it); log10(F_A(x_T) / F_B(x_T)) of final full losses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import numpy as np
 
 from optprobe.findings.base import Check, Criterion, Runs, SeedRun, across_seeds, per_seed
-from optprobe.report.verdicts import check_relaxed_smoothness, series
+from optprobe.report.verdicts import check_relaxed_smoothness, relaxed_pairs, series
 
 
 def final_full_loss(run: SeedRun) -> float:
@@ -41,13 +42,15 @@ def test(runs: Runs, min_gain: float, clip_edge_log10: float, sign_edge_log10: f
     """The checks of the relaxed-smoothness finding; the criterion numbers come from the experiment file."""
     verdicts = [check_relaxed_smoothness(r.table, r.info) for r in runs["sgd"]]
     gain = across_seeds([v.value for v in verdicts])
+    used = sorted({"L_t = {1} against g_t = {0}".format(*relaxed_pairs(r.table).columns)
+                   for r in runs["sgd"]})  # fmt: skip
     fits = ", ".join(f"({v.params.get('L0', math.nan):.3g}, {v.params.get('L1', math.nan):.3g})"
                      for v in verdicts)  # fmt: skip
     clipped = per_seed(runs["clipped_sgd_large_lr"], clip_fraction)
     return [
         Check(
             "gain of the envelope L0 + L1‖∇F‖ over a constant L, SGD", gain, Criterion(">", min_gain),
-            f"L_t = inst_smooth_prev against ‖∇F(x_t)‖ every step; (L0, L1) per seed {fits}; {gain.n} seeds",
+            f"{'; '.join(used)}; (L0, L1) per seed {fits}; {gain.n} seeds",
         ),
         _edge(
             runs, "clipped_sgd_large_lr", "sgd_large_lr", Criterion("<", clip_edge_log10),

@@ -31,6 +31,7 @@ _BUILTIN = (
     "optprobe.metrics.update_cosine",
     "optprobe.metrics.curvature",
     "optprobe.metrics.gradient_noise",
+    "optprobe.metrics.full_smoothness",
 )
 
 

@@ -11,19 +11,14 @@ from matplotlib.figure import Figure
 from optprobe.curvature.relaxed import relaxed_smoothness
 from optprobe.report.figures_base import COLOURS, Group, Runs, auto_scale, finish_grid, grid, seed_groups
 from optprobe.report.notation import mpl_math
-from optprobe.report.verdicts import MIN_POINTS, paired
+from optprobe.report.verdicts import MIN_POINTS, relaxed_pairs
 
 
 def _pairs(group: Group) -> pd.DataFrame:
-    """(g, L) rows of every seed: full_grad_norm against inst_smooth_prev, or the minibatch grad_norm when
-    fewer than MIN_POINTS rows have the full one (as the report card's check does)."""
-    frames = []
-    for table in group.tables:
-        pairs = paired(table, "full_grad_norm", "inst_smooth_prev")
-        if len(pairs) < MIN_POINTS:
-            pairs = paired(table, "grad_norm", "inst_smooth_prev")
-        frames.append(pairs.set_axis(["g", "L"], axis=1))
-    return pd.concat(frames) if frames else pd.DataFrame(columns=["g", "L"])
+    """(g, L) rows of every seed, from the columns the report card's check fits (``relaxed_pairs``)."""
+    frames = [relaxed_pairs(table) for table in group.tables]
+    named = [f.set_axis(["g", "L"], axis=1).assign(source=f.columns[1]) for f in frames]
+    return pd.concat(named) if named else pd.DataFrame(columns=["g", "L", "source"])
 
 
 def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
@@ -44,9 +39,11 @@ def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
         ax.plot(grid_g, fit.l0 + fit.l1 * grid_g, color=COLOURS[1], lw=1.8, label="fit L0 + L1‖∇F‖")
         ax.axhline(float(s.max()), color="0.3", lw=1.0, ls="--", label="constant L = max L̂_t")
         auto_scale(ax, g, axis="x")
-        name = "‖∇F(x_t)‖" if group.per_seed("full_grad_norm") else "‖g_t‖ (minibatch)"
+        secant = pairs["source"].iloc[0] == "full_smooth"
+        full = group.per_seed("full_grad_norm")
+        name = "‖∇F(x_{t−1})‖" if secant else "‖∇F(x_t)‖" if full else "‖g_t‖ (minibatch)"
         ax.set_xlabel(mpl_math(name))
-        ax.set_ylabel(mpl_math("L̂_t"))
+        ax.set_ylabel(mpl_math("L̂_t of F (secant)" if secant else "L̂_t (minibatch)"))
         ax.set_title(f"{group.label}: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}", fontsize=10)
     return finish_grid(fig, axes, 1)
 

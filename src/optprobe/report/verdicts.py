@@ -43,6 +43,12 @@ VARIANCE_RATIO = 1.0
 PL_FLOOR = 1e-3
 #: (L0, L1): L1 is needed when the fitted envelope's sum is this fraction below the constant one's.
 RELAXED_MIN_GAIN = 0.1
+#: (g_t, L_t) columns for the (L0, L1) fit, preferred first: F's secant smoothness, then the minibatch one.
+RELAXED_PAIRS = (
+    ("full_smooth_grad_norm", "full_smooth"),
+    ("full_grad_norm", "inst_smooth_prev"),
+    ("grad_norm", "inst_smooth_prev"),
+)
 #: Edge of stability: |sharpness / (2/η) − 1| ≤ EOS_TOL.
 EOS_TOL = 0.1
 #: Edge of stability: the share of the last sharpness measurements whose median is judged.
@@ -223,20 +229,29 @@ def check_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -> Verdic
     return Verdict(key, assumption, statistic, l_hat, criterion, label, detail, {"L": l_hat})
 
 
+def relaxed_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """The finite (g_t, L_t) rows of the first :data:`RELAXED_PAIRS` pair with MIN_POINTS rows (else the
+    last pair's)."""
+    for columns in RELAXED_PAIRS:
+        pairs = paired(table, *columns)
+        if len(pairs) >= MIN_POINTS:
+            break
+    return pairs
+
+
 def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -> Verdict:
     """(L0, L1) relaxed smoothness: does local smoothness grow with the gradient norm?
 
-    Fits L_t ≤ L0 + L1 g_t (:func:`~optprobe.curvature.relaxed.relaxed_smoothness`) on rows with both
-    inst_smooth_prev (L_t) and
-    full_grad_norm (g_t); with fewer than MIN_POINTS such rows, the minibatch grad_norm is used. The
-    gain is 1 − Σ(L0 + L1 g_t) / (n · max L_t), the envelope's saving over a constant L. Holds with
-    (L0, L1) when L1 > 0 and gain ≥ RELAXED_MIN_GAIN; fails (a constant L does as well) otherwise.
+    Fits L_t ≤ L0 + L1 g_t (:func:`~optprobe.curvature.relaxed.relaxed_smoothness`) on the first of
+    these (g, L) column pairs with MIN_POINTS rows: Zhang et al.'s estimator on F (full_smooth_grad_norm,
+    full_smooth: :mod:`~optprobe.metrics.full_smoothness`), then the minibatch inst_smooth_prev against
+    full_grad_norm, then against grad_norm. The gain is 1 − Σ(L0 + L1 g_t) / (n · max L_t), the
+    envelope's saving over a constant L. Holds with (L0, L1) when L1 > 0 and gain ≥ RELAXED_MIN_GAIN;
+    fails (a constant L does as well) otherwise.
     """
     key, assumption = "relaxed_smoothness", "(L0, L1) relaxed smoothness"
     statistic, criterion = "gain of L0 + L1‖∇‖ over constant L", "L1 > 0 and gain ≥ 0.1"
-    pairs = paired(table, "full_grad_norm", "inst_smooth_prev")
-    if len(pairs) < MIN_POINTS:
-        pairs = paired(table, "grad_norm", "inst_smooth_prev")
+    pairs = relaxed_pairs(table)
     if len(pairs) < MIN_POINTS:
         return _not_measured(
             key, assumption, statistic, criterion, f"{MIN_POINTS}+ rows with inst_smooth_prev and a grad norm"
@@ -246,7 +261,7 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
     l0, l1 = fit.l0, fit.l1
     gain = 1.0 - (len(g) * l0 + l1 * g.sum()) / (len(g) * s.max())
     detail = (
-        f"(L0, L1) = ({l0:.3g}, {l1:.3g}) against {pairs.columns[0]} on {len(g)} rows; "
+        f"(L0, L1) = ({l0:.3g}, {l1:.3g}), {pairs.columns[1]} against {pairs.columns[0]} on {len(g)} rows; "
         f"constant L = {s.max():.3g}"
     )
     label = Label.HOLDS if l1 > 0 and gain >= RELAXED_MIN_GAIN else Label.FAILS
