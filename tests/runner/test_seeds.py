@@ -93,3 +93,13 @@ def test_all_runs_every_experiment_and_seeds_overrides_the_files(monkeypatch):
 def test_the_default_suite_has_six_named_experiments():
     assert len(DEFAULT_SUITE) >= 6 and set(DEFAULT_SUITE) <= set(experiment_names())
     assert all(get_experiment(name).runs for name in DEFAULT_SUITE)
+
+
+def test_sampled_curvature_estimators_draw_their_probes_from_the_run_seed():
+    """Each seed's Cauchy/Hutchinson probes differ, so the across-seed interval includes their sampling
+    error (with seed 0 for every run, a fixed Hessian gave zero-width intervals); an explicit seed wins."""
+    curvature = [{"name": "hessian_l11", "every": 5},
+                 {"name": "hessian_trace", "every": 5, "options": {"seed": 11}}]  # fmt: skip
+    exp = experiment_from_dict({**TINY, "seeds": 2, "defaults": {**TINY["defaults"], "curvature": curvature}})
+    seeds = [[m.seed for m in runner._curvature(run)] for run, _ in runner.seed_runs(exp)]
+    assert seeds[:2] == [[5, 11], [6, 11]]

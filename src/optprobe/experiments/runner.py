@@ -217,7 +217,7 @@ def _train_one(
                     step, batch_in_epoch = step + 1, batch_in_epoch + 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if not math.isfinite(loss) and run.on_divergence == "stop":
+                    if not math.isfinite(loss) and run.on_divergence != "skip":
                         finished = True  # the table ends at the divergence; running again changes nothing
                         record_divergence(run_dir, step - 1, loss, run.on_divergence)
                         raise Divergence(
@@ -434,7 +434,10 @@ def _curvature(run: RunConfig) -> list[Any]:
             raise OptprobeError(
                 f"run {run.label!r}: curvature metric {spec.name!r}: {exc}; its options are {options}"
             ) from None
-        metrics.append(cls(every=spec.every, **spec.options))
+        options = dict(spec.options)
+        if "seed" in signature.parameters:  # sampled probes follow the run's seed unless set explicitly
+            options.setdefault("seed", run.seed)
+        metrics.append(cls(every=spec.every, **options))
     return metrics
 
 
