@@ -352,10 +352,8 @@ def _list(args: argparse.Namespace) -> int:
     for what, chosen in (("default suite (*)", default), ("--all", experiments)):
         runs = sum(e.seeds * len(e.runs) for e in chosen)
         print(f"{what + ':':<19} ~{sum(map(estimated_minutes, chosen)):.1f} min of training, {runs} runs")
-    print(
-        "estimates: each experiment's `minutes` (one seed of every run) × its seeds, for a quiet 2-core CPU; "
-        "the report adds about half a minute"
-    )
+    print("estimates: the experiment file's `minutes` (one seed of every run, quiet 2-core CPU) × its seeds;")
+    print("building the report comes on top")
     return 0
 
 
