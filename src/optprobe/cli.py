@@ -126,12 +126,60 @@ def _version() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="optprobe", description="Test optimization theory against real training runs."
+        prog="optprobe",
+        description="Test optimization theory against real training runs.",
+        epilog="examples:\n"
+        "  optprobe list                          # the named experiments and their time estimates\n"
+        "  optprobe run                           # the default suite, then runs/report.html\n"
+        "  optprobe run convex_sanity --quick     # a smoke test (under a minute)\n"
+        "  optprobe COMMAND --help                # a command's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"optprobe {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
+    _run_parser(sub)
+    _sweep_parser(sub)
+    _command(sub, "list", "list the named experiments, with time estimates for the default suite and --all",
+             "example:\n  optprobe list").set_defaults(handler=_list)  # fmt: skip
+    report = _command(
+        sub, "report", "build the HTML report and figures of run directories",
+        "examples:\n"
+        "  optprobe report runs                   # runs/report.html\n"
+        "  optprobe report runs/convex_sanity/*   # runs/convex_sanity/report/report.html",
+    )  # fmt: skip
+    report.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    report.add_argument(
+        "--out", type=Path, default=None,
+        help="where to write (default: the folder given, or a 'report' folder beside the runs given)",
+    )  # fmt: skip
+    report.set_defaults(handler=_report)
+    compare = _command(
+        sub, "compare", "one line per run (final values and verdicts), then one per experiment's finding",
+        "example:\n  optprobe compare runs/rotation",
+    )  # fmt: skip
+    compare.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    compare.set_defaults(handler=_compare)
+    return parser
 
-    run = sub.add_parser("run", help="run experiments (default: the default suite) and build the report")
+
+def _command(sub: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose help page says ``summary`` and ends with ``example`` (kept as written)."""
+    return sub.add_parser(
+        name, help=summary, description=summary, epilog=example,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _run_parser(sub: Any) -> None:
+    run = _command(
+        sub, "run", "run experiments (default: the default suite) and build the report",
+        "examples:\n"
+        "  optprobe run                                   # the default suite into runs/\n"
+        "  optprobe run convex_sanity --quick --out /tmp/smoke\n"
+        "  optprobe run local_convexity --seeds 5 --set runs.cnn_sgdm.lr=0.05\n"
+        "  optprobe run --all --device cuda\n"
+        "  optprobe run --from runs/convex_sanity/logistic_adamw__seed0",
+    )  # fmt: skip
     run.add_argument(
         "experiments", nargs="*", help="names from `optprobe list`, or paths to experiment TOML files"
     )
@@ -169,10 +217,21 @@ def _parser() -> argparse.ArgumentParser:
         help="reproduce the run recorded in RUN_DIR/run.json (into --out, default runs/reproduced)",
     )
     run.add_argument("--no-report", action="store_true", help="skip building the HTML report")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--no-progress", action="store_true",
+        help="hide the progress bars and the lines of run k of n, ETA, skipped runs and the report (stderr)",
+    )  # fmt: skip
     run.set_defaults(handler=_run)
 
-    sweep = sub.add_parser("sweep", help="run an experiment over a grid of settings and seeds")
+
+def _sweep_parser(sub: Any) -> None:
+    sweep = _command(
+        sub, "sweep", "run an experiment over a grid of settings and seeds; print the best setting per run",
+        "examples:\n"
+        "  optprobe sweep local_convexity --grid lr=1e-4,3e-4,1e-3 --seeds 3   # runs/local_convexity_sweep\n"
+        "  optprobe sweep convex_sanity --grid lr=0.01,0.1 --grid probe.every=1,5 --quick\n"
+        "  optprobe sweep update_correlation --grid lr=1e-3,3e-3 --executor ray --resources cpu=2",
+    )  # fmt: skip
     sweep.add_argument("experiment", help="a name from `optprobe list` or an experiment TOML file")
     sweep.add_argument(
         "--grid",
@@ -186,45 +245,42 @@ def _parser() -> argparse.ArgumentParser:
         "--runs", type=lambda text: [s.strip() for s in text.split(",") if s.strip()], default=None,
         metavar="LABEL,...", help="sweep only these runs of the experiment (default: all of them)",
     )  # fmt: skip
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value in every run (runs.LABEL.KEY=VALUE for one run); repeatable",
+    )  # fmt: skip
     sweep.add_argument("--executor", default="local", choices=["local", "ray"], help="process pool or Ray")
-    sweep.add_argument("--workers", type=int, default=None, help="parallel runs (local executor)")
-    sweep.add_argument("--criterion", default="loss", help="table column to minimise (default: loss)")
-    sweep.add_argument("--out", type=Path, default=Path("runs"))
-    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument(
+        "--workers", type=int, default=None, help="parallel runs (local executor; default: one per CPU core)"
+    )
+    sweep.add_argument(
+        "--criterion", default="loss",
+        help="table column to minimise, mean of its last 10%% of rows over seeds (default: loss)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--out", type=Path, default=Path("runs"),
+        help="output directory: the runs go to OUT/EXPERIMENT_sweep/ (default: runs)",
+    )  # fmt: skip
+    sweep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     sweep.add_argument("--resources", help="per Ray trial: cpu=2,gpu=0.5 (default cpu=1, gpu=1 on cuda)")
-    sweep.add_argument("--quick", action="store_true")
-    sweep.add_argument("--no-report", action="store_true")
+    sweep.add_argument("--quick", action="store_true", help="small settings for a smoke test, one seed each")
+    sweep.add_argument(
+        "--no-report", action="store_true", help="skip building the HTML report (OUT/EXPERIMENT_sweep/)"
+    )
     sweep.set_defaults(handler=_sweep)
-
-    lst = sub.add_parser("list", help="list the named experiments")
-    lst.set_defaults(handler=_list)
-
-    report = sub.add_parser("report", help="build the HTML report and figures of run directories")
-    report.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
-    report.add_argument(
-        "--out", type=Path, default=None,
-        help="where to write (default: the folder given, or a 'report' folder beside the runs given)",
-    )
-    report.set_defaults(handler=_report)
-
-    compare = sub.add_parser(
-        "compare", help="one line per run (final values and verdicts), then one per experiment's finding"
-    )
-    compare.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
-    compare.set_defaults(handler=_compare)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optprobe.experiments.config import unmatched_run_overrides
+    from optprobe.experiments.config import estimated_run_seconds, unmatched_run_overrides
+    from optprobe.experiments.progress import SuiteProgress
     from optprobe.experiments.registry import (
         DEFAULT_SUITE,
         experiment_from_run_dir,
         experiment_names,
         get_experiment,
     )
-    from optprobe.experiments.runner import check_experiment, run_experiment
+    from optprobe.experiments.runner import check_experiment, seed_runs
+    from optprobe.experiments.suite import run_suite
 
     _check_device(args.device)
     if args.seeds is not None and args.seeds < 1:
@@ -251,16 +307,17 @@ def _run(args: argparse.Namespace) -> int:
     for experiment in experiments:
         check_experiment(experiment)
     start = time.perf_counter()
-    run_dirs: list[Path] = []
-    for experiment in experiments:
-        print(f"== {experiment.name}: {experiment.title}", flush=True)
-        run_dirs += run_experiment(experiment, args.out, args.device, progress=not args.no_progress)
+    estimates = [estimated_run_seconds(e) for e in experiments for _ in seed_runs(e)]
+    lines = SuiteProgress(estimates, enabled=not args.no_progress)
+    run_dirs = run_suite(experiments, args.out, args.device, progress=not args.no_progress, lines=lines)
     print(f"{len(run_dirs)} runs in {time.perf_counter() - start:.0f} s, in {args.out}/")
     diverged = _print_divergences(run_dirs)
     if not args.no_report and run_dirs:
         from optprobe.report import build_report
 
+        lines.report_start(len(run_dirs), args.out)
         path = build_report(run_dirs, args.out)
+        lines.report_done()
         print(f"report: {path}")
     return 1 if diverged else 0
 
@@ -286,13 +343,21 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from optprobe.experiments.config import estimated_minutes
     from optprobe.experiments.registry import DEFAULT_SUITE, experiment_names, get_experiment
 
-    for name in experiment_names():
-        experiment = get_experiment(name)
-        mark = "*" if name in DEFAULT_SUITE else " "
-        print(f"{mark} {name:<22} ~{experiment.minutes:>4.1f} min  {experiment.title}")
-    print("\n* in the default suite (`optprobe run` with no experiment); times are laptop-CPU estimates")
+    experiments = [get_experiment(name) for name in experiment_names()]
+    for e in experiments:
+        mark = "*" if e.name in DEFAULT_SUITE else " "
+        runs = f"{e.seeds} × {len(e.runs)} runs"
+        print(f"{mark} {e.name:<22} ~{estimated_minutes(e):>4.1f} min  {runs:<13} {e.title}")
+    default = [e for e in experiments if e.name in DEFAULT_SUITE]
+    print()
+    for what, chosen in (("default suite (*)", default), ("--all", experiments)):
+        runs = sum(e.seeds * len(e.runs) for e in chosen)
+        print(f"{what + ':':<19} ~{sum(map(estimated_minutes, chosen)):.1f} min of training, {runs} runs")
+    print("estimates: the experiment file's `minutes` (one seed of every run, quiet 2-core CPU) × its seeds;")
+    print("building the report comes on top")
     return 0
 
 

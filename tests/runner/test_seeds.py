@@ -8,7 +8,7 @@ import pytest
 
 from optprobe.cli import main
 from optprobe.errors import OptprobeError
-from optprobe.experiments import runner
+from optprobe.experiments import runner, suite
 from optprobe.experiments.config import experiment_from_dict
 from optprobe.experiments.registry import DEFAULT_SUITE, experiment_names, get_experiment
 from optprobe.experiments.sweep import base_label
@@ -80,7 +80,7 @@ def test_pilot_references_are_cached_per_seed(tmp_path):
 
 def test_all_runs_every_experiment_and_seeds_overrides_the_files(monkeypatch):
     calls = []
-    monkeypatch.setattr(runner, "run_experiment", lambda exp, *a, **k: calls.append(exp) or [])
+    monkeypatch.setattr(suite, "run_suite", lambda exps, *a, **k: calls.extend(exps) or [])
     assert main(["run", "--all", *QUICK]) == 0
     assert [e.name for e in calls] == experiment_names() and {e.seeds for e in calls} == {1}
     calls.clear()

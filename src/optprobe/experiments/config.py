@@ -92,7 +92,8 @@ class ExperimentConfig:
 
     ``criterion`` holds the keyword arguments of the finding test (``optprobe.findings.<finding_test or
     name>.test``); ``seeds`` is how many seeds each run is repeated with (``seed``, ``seed + 1``, …;
-    1 under ``quick``).
+    1 under ``quick``); ``minutes`` is the estimated wall time of one seed of every run at the file's
+    settings (``make run``'s conditions: a quiet 2-core CPU), see :func:`estimated_minutes`.
     """
 
     name: str
@@ -106,6 +107,16 @@ class ExperimentConfig:
     defaults: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
     runs: list[RunConfig] = field(default_factory=list)
+
+
+def estimated_minutes(experiment: ExperimentConfig) -> float:
+    """Estimated wall minutes of all its runs: ``minutes`` (one seed of every run) × ``seeds``."""
+    return experiment.minutes * experiment.seeds
+
+
+def estimated_run_seconds(experiment: ExperimentConfig) -> float:
+    """Estimated wall seconds of one run × seed: 60 · ``minutes`` / (number of runs)."""
+    return 60.0 * experiment.minutes / max(len(experiment.runs), 1)
 
 
 SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")

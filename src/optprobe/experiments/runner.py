@@ -80,10 +80,11 @@ def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
 
 def run_one(
     run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
-    sinks: Sequence[Sink] = (),
+    sinks: Sequence[Sink] = (), on_pilot: Callable[[], None] | None = None,
 ) -> Path:  # fmt: skip
     """Train one run with the Probe attached; skips a finished run and resumes an interrupted one.
-    ``sinks`` receive the rows too (e.g. Ray Tune's reporter).
+    ``sinks`` receive the rows too (e.g. Ray Tune's reporter); ``on_pilot()`` is called before a pilot
+    run trains the reference x* (not when it is cached).
 
     Holds the run directory's lock throughout (a second writer is refused, naming this one's PID), and
     first removes what killed writers left there and in ``_cache``. A divergence under the "stop" policy
@@ -95,7 +96,7 @@ def run_one(
             for folder in (run_dir, run_dir.parent / "_cache"):
                 remove_dead_temporaries(folder)
             with contextlib.suppress(Divergence):  # recorded in run.json before it is raised
-                _train_one(run, run_dir, experiment, device, progress, sinks)
+                _train_one(run, run_dir, experiment, device, progress, sinks, on_pilot)
             _drop_checkpoint(run, run_dir)  # the run is finished (diverged or not)
     except BaseException:
         if new:  # an error before the first write leaves no empty run directory behind
@@ -121,7 +122,7 @@ def _remove_if_empty(run_dir: Path) -> None:
 
 def _train_one(
     run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
-    sinks: Sequence[Sink] = (),
+    sinks: Sequence[Sink] = (), on_pilot: Callable[[], None] | None = None,
 ) -> Path:  # fmt: skip
     """:func:`run_one` under the lock."""
     if (run_dir / "run.json").exists():
@@ -136,7 +137,7 @@ def _train_one(
         )
     task = build_task(run.task, **run.task_options)
     model = _model(run, task, run.seed, device)
-    reference = _reference(run, task, run_dir.parent / "_cache", device)
+    reference = _reference(run, task, run_dir.parent / "_cache", device, on_pilot)
     optimizer = _optimizer(run, model)
     steps_per_epoch = _steps_per_epoch(run, task)
     total_steps = run.max_steps or run.epochs * steps_per_epoch
@@ -458,7 +459,9 @@ def _schedule(name: str, total_steps: int):  # -> Callable[[int], float]
     return lambda s: 1.0
 
 
-def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str, torch.Tensor] | None:
+def _reference(
+    run: RunConfig, task: Task, cache: Path, device: str, on_pilot: Callable[[], None] | None = None
+) -> dict[str, torch.Tensor] | None:
     """x*: the task's exact minimizer, or the final iterate of a pilot run with its buffers (cached)."""
     if run.reference == "none":
         return None
@@ -474,6 +477,8 @@ def _reference(run: RunConfig, task: Task, cache: Path, device: str) -> dict[str
     path = cache / f"pilot-state-{key}.pt"  # parameters and buffers (older "pilot-" files: parameters only)
     if path.exists():
         return torch.load(path, weights_only=True)
+    if on_pilot is not None:
+        on_pilot()
     model = _model(pilot, task, seed, device)
     optimizer = _optimizer(pilot, model)
     steps = pilot.max_steps or pilot.epochs * _steps_per_epoch(pilot, task)
