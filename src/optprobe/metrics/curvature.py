@@ -262,7 +262,9 @@ class GaussNewton(PeriodicMetric):
 @periodic_metric("spectral_density")
 class SpectralDensityMetric(_HessianMetric):
     """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
-    ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
+    ``negative_mass_se``, ``density_hvps`` and the density itself: ``density_bin<j>``, j < ``bins``, at
+    ``bins`` points from ``density_lo`` to ``density_hi`` (:meth:`SpectralDensity.binned`; ``bins = 0``
+    writes none); ``on="eval"`` for the Hessian of F."""
 
     columns = ("negative_mass", "density")
 
@@ -274,14 +276,21 @@ class SpectralDensityMetric(_HessianMetric):
         seed: int = 0,
         chunk_size: int | None = 32,
         on: str = "batch",
+        bins: int = 50,
     ) -> None:
+        if bins != 0 and bins < 20:
+            raise OptprobeError(f"bins must be 0 (no density columns) or at least 20, got {bins}")
         super().__init__(every, seed, chunk_size, on)
-        self.n_starts, self.steps = n_starts, steps
+        self.n_starts, self.steps, self.bins = n_starts, steps, bins
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
         d = spectral_density(op, self.n_starts, self.steps, seed=self.seed)
         out = {"negative_mass": d.negative_mass, "negative_mass_se": d.negative_mass_se}
+        if self.bins:
+            lo, hi, values = d.binned(self.bins)
+            out |= {"density_lo": lo, "density_hi": hi}
+            out |= {f"density_bin{j}": float(v) for j, v in enumerate(values)}
         return out | {"density_hvps": float(d.n_hvps)} | self._cost(op, batch, "density")
 
 
