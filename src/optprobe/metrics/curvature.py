@@ -138,7 +138,8 @@ class HessianTrace(_HessianMetric):
 class DiagonalGeometry(_HessianMetric):
     """``r_med/<layer>`` with its bootstrap interval ``r_med_low/<layer>``, ``r_med_high/<layer>``,
     ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows) and ``r_med_loss``, the
-    loss ℓ(x_t, z) on the curvature batch z.
+    loss ℓ(x_t, z) on the curvature batch z; with ``on="eval"`` the rows are those of ∇²F and
+    ``r_med_loss`` is F(x_t) (see :class:`_HessianMetric`).
 
     ``at_loss``: loss levels; the geometry is then measured, checked every ``every`` steps, the first time
     ℓ(x_t, z) ≤ level (once per level; ``r_med_level`` names the lowest level crossed), so that runs of
@@ -155,8 +156,9 @@ class DiagonalGeometry(_HessianMetric):
         chunk_size: int | None = 32,
         at_loss: Sequence[float] | None = None,
         n_boot: int = 200,
+        on: str = "batch",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
+        super().__init__(every, seed, chunk_size, on)
         self.per_layer, self.n_boot = per_layer, n_boot
         self.levels = None if at_loss is None else sorted((float(v) for v in at_loss), reverse=True)
         self.passed = 0  # how many of ``levels`` (highest first) the loss has crossed
@@ -165,7 +167,7 @@ class DiagonalGeometry(_HessianMetric):
         return super().due(step) and (self.levels is None or self.passed < len(self.levels))
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        out = {"r_med_loss": float(evaluator.loss(params, batch))}
+        out = {"r_med_loss": self._loss(evaluator, params, batch)}
         if self.levels is not None:
             crossed = [level for level in self.levels[self.passed :] if out["r_med_loss"] <= level]
             if not crossed:
@@ -181,7 +183,14 @@ class DiagonalGeometry(_HessianMetric):
             out[f"r_med_high/{layer}"] = g.r_med_high
             out[f"diag_dominance_mean/{layer}"] = g.dominance_mean
             out[f"diag_dominance_median/{layer}"] = g.dominance_median
-        return out
+        return out | self._cost(op, batch, "r_med")
+
+    def _loss(self, evaluator: Evaluator, params: Params, batch: Batch) -> float:
+        """ℓ(x_t, z) on the curvature batch, or F(x_t) for ``on="eval"``."""
+        if self.on != "eval" or self._loader is None:
+            return float(evaluator.loss(params, batch))
+        value, _, _ = evaluator.full_loss_and_grad(params, self._loader, self._f_seed, with_grad=False)
+        return float(value)
 
     def state_dict(self) -> dict[str, Any]:
         return {"passed": self.passed}
@@ -193,7 +202,7 @@ class DiagonalGeometry(_HessianMetric):
 @periodic_metric("hessian_l11")
 class HessianL11(_HessianMetric):
     """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
-    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
+    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``; ``on="eval"`` for ∇²F.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
@@ -208,8 +217,9 @@ class HessianL11(_HessianMetric):
         seed: int = 0,
         chunk_size: int | None = 32,
         max_memory: int = MAX_MEMORY,
+        on: str = "batch",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
+        super().__init__(every, seed, chunk_size, on)
         self.n_probes, self.partition, self.max_memory = n_probes, partition, max_memory
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
@@ -221,7 +231,7 @@ class HessianL11(_HessianMetric):
                 op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
             )
             out.update({f"blockwise_smoothness/{b}": value for b, value in blocks.items()})
-        return out
+        return out | self._cost(op, batch, "hessian_l11")
 
 
 @periodic_metric("gauss_newton")
