@@ -21,6 +21,7 @@ from optprobe.curvature import (
 )
 from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
+from optprobe.curvature.sharded import ShardedHessianOperator
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params, batch_size
 from optprobe.metrics.base import PeriodicMetric
@@ -33,6 +34,7 @@ class _HessianMetric(PeriodicMetric):
     ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
 
     family = "curvature"
+    sharded = False  # supported under fully_shard (FSDP2), on="batch" only: see ShardedHessianOperator
 
     def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
         if on not in ("batch", "eval"):
@@ -57,6 +59,8 @@ class _HessianMetric(PeriodicMetric):
             if self._loader is None:
                 raise OptprobeError("on='eval' needs the Probe's eval_loader (attach was not called)")
             return FullHessianOperator(evaluator, params, self._loader, self._f_seed, self.chunk_size)
+        if evaluator.sharded:
+            return ShardedHessianOperator(evaluator, params, batch)
         return HessianOperator(evaluator, params, batch, chunk_size=self.chunk_size)
 
     @staticmethod
@@ -72,9 +76,10 @@ class Sharpness(_HessianMetric):
     """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
     (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
     lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
-    max(|λ_max|, |λ_min|)."""
+    max(|λ_max|, |λ_min|). Under fully_shard (on="batch"): products by differences of gradients."""
 
     columns = ("sharpness", "spectral_norm")
+    sharded = True
 
     def __init__(
         self,
@@ -108,9 +113,11 @@ class Sharpness(_HessianMetric):
 @periodic_metric("hessian_trace")
 class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
-    ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra)."""
+    ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra).
+    Under fully_shard (on="batch"): products by differences of gradients."""
 
     columns = ("hessian_trace",)
+    sharded = True
 
     def __init__(
         self,
