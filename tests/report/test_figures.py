@@ -128,3 +128,25 @@ def test_the_spectral_density_figure_appears_for_runs_that_recorded_the_density(
     without = synthetic_table(steps=120, seed=0).drop(columns=bins)
     assert spectral_density([("sgd", without)]) is None
     assert "spectral_density" not in make_figures([("sgd", without)], tmp_path / "none")
+
+
+def test_a_probed_run_with_the_spectral_density_metric_gets_the_figure(tmp_path):
+    """The metric's columns are the ones the figure reads: a short probed run, its table, the figure."""
+    import torch
+    from conftest import mse_loss, train
+    from torch import nn
+
+    from optprobe.metrics.curvature import SpectralDensityMetric
+    from optprobe.probe import Probe, ProbeConfig
+    from optprobe.report.figures_curvature import spectral_density
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    batches = [(torch.randn(8, 3), torch.randn(8)) for _ in range(5)]
+    metric = SpectralDensityMetric(every=2, n_starts=4, steps=8, bins=20)
+    probe = Probe(model, mse_loss, optimizer=opt, periodic=[metric], out_dir=tmp_path,
+                  config=ProbeConfig(metrics=("norms",)))  # fmt: skip
+    train(model, mse_loss, batches, opt, probe)
+    fig = spectral_density([("sgd", probe.table())])
+    curves = [line.get_label() for ax in fig.axes for line in ax.lines if line.get_label().startswith("step")]
+    assert curves == ["step 0", "step 2", "step 4"]
