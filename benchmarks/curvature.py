@@ -294,7 +294,7 @@ def main() -> None:
         help="torch intra-op threads; on a shared, oversubscribed machine 2 threads gave 10-100x outliers",
     )
     parser.add_argument(
-        "--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"], help="which models to run"
+        "--models", nargs="*", choices=["mlp", "cnn"], default=["mlp", "cnn"], help="models of the first part"
     )
     parser.add_argument(
         "--peer-models", nargs="+", choices=["mlp32", "cnn"], default=["mlp32"], help="peer tables' models"

@@ -234,12 +234,11 @@ def curvlinops_trace(model: nn.Module, batch: Batch, k: int, seed: int, plus: bo
 
 @dataclass
 class Row:
-    """One contender at one target: per seed its HVPs, its time (s) and its error; or why it is missing."""
+    """One contender at one target: per seed its HVPs and its time (s); or why it is missing."""
 
     name: str
     hvps: list[int]
     seconds: list[float]
-    errors: list[float]
     missing: str = ""
 
 
@@ -272,9 +271,6 @@ def spread(values: list[float], fmt: str) -> str:
     """median [min–max]."""
     if not values:
         return "–"
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "never"
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
 
 
@@ -308,7 +304,7 @@ def top_rows(
         "eigenthings Lanczos †": (lambda m, s: eigenthings_top(model, batch, m, s), EIGENTHINGS_STEPS),
         "curvlinops + eigsh": (lambda t, s: curvlinops_top(model, batch, t, s), EIGSH_TOLS),
     }
-    rows = {name: Row(name, [], [], []) for name in solvers}
+    rows = {name: Row(name, [], []) for name in solvers}
     for seed in range(seeds):
         calls = {}
         for name, (solve, knobs) in solvers.items():
@@ -321,7 +317,7 @@ def top_rows(
             calls[name] = lambda f=solve, k=knob, s=seed: f(k, s)
         for name, seconds in interleaved_times(calls, rounds).items():
             rows[name].seconds.append(seconds)
-    return [row if not row.missing else Row(row.name, [], [], [], row.missing) for row in rows.values()]
+    return [row if not row.missing else Row(row.name, [], [], row.missing) for row in rows.values()]
 
 
 def trace_solvers(model: nn.Module, batch: Batch) -> dict[str, Callable[[int, int], tuple[float, int]]]:
@@ -368,7 +364,7 @@ def trace_study(
         rows, chosen = {}, {}
         for name in solvers:
             met = [k for k, (err, _) in rms[name].items() if err <= target]
-            rows[name] = Row(name, [], [], [], "" if met else f"RMS error > {target:.0e} at every K tried")
+            rows[name] = Row(name, [], [], "" if met else f"RMS error > {target:.0e} at every K tried")
             if met:
                 chosen[name] = min(met)
                 rows[name].hvps = [rms[name][chosen[name]][1]] * timed
