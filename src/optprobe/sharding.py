@@ -15,8 +15,10 @@ parameters over any swapped-in tensor, and the copy costs one local shard, not a
 The probe then holds up to three local shards: x_{t−1}, a copy of x_t for the reductions, and x_t set
 aside while the live shards hold another point.
 
-Limits: the probe's passes run the model's forward and backward hooks (the user's too); periodic
-(curvature) metrics need torch.func over whole parameters and are refused; parameters must be sharded
+Limits: the probe's passes run the model's forward and backward hooks (the user's too); of the periodic
+(curvature) metrics only Sharpness and HessianTrace on the periodic batch run, with Hessian-vector products
+by differences of gradients (:mod:`optprobe.curvature.sharded`); the others need torch.func over whole
+parameters and are refused; parameters must be sharded
 over a one-dimensional mesh of all ranks (no HSDP, no tensor parallelism); every rank's evaluation
 loader must yield the same number of batches (each batch is a collective).
 """

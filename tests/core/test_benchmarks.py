@@ -77,3 +77,49 @@ def test_the_authors_loop_computes_their_convexity_gap():
     triples = zip(g_now, w_now, w_prev, strict=True)
     linear = sum(torch.dot(g.flatten(), (a - b).flatten()).item() for g, a, b in triples)
     assert contender.authors.gap == pytest.approx(f_now - f_prev - linear, rel=1e-4, abs=1e-7)
+
+
+def _peer_case():
+    """A tiny float32 MLP with cross-entropy, and its exact Hessian in float64."""
+    import curvature_peers
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    model64 = [p.detach().double() for p in model.parameters()]
+    shapes = [p.shape for p in model64]
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        parts, start = [], 0
+        for shape in shapes:
+            parts.append(theta[start : start + shape.numel()].reshape(shape))
+            start += shape.numel()
+        hidden = torch.tanh(x.double() @ parts[0].T + parts[1])
+        return torch.nn.functional.cross_entropy(hidden @ parts[2].T + parts[3], y)
+
+    h = torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in model64]))
+    return curvature_peers, model, (x, y), h
+
+
+@pytest.mark.parametrize("peer", ["ours", "pyhessian", "eigenthings", "curvlinops"])
+def test_each_peers_top_eigenvalue_and_trace_are_the_exact_ones(peer):
+    """The benchmark's adapters call each library right: λ_max to float32 precision at a tight setting, and a
+    trace estimate within 5 standard deviations of Hutchinson's (exact variance 2 Σ_{i≠j} H_ij² / K)."""
+    module = {"ours": "optprobe", "pyhessian": "pyhessian", "eigenthings": "hessian_eigenthings"}
+    pytest.importorskip(module.get(peer, peer))
+    cp, model, batch, h = _peer_case()
+    top = {"ours": lambda: cp.ours_top(model, batch, 1e-7, 0),
+           "pyhessian": lambda: cp.pyhessian_top(model, batch, 1e-8, 0),
+           "eigenthings": lambda: cp.eigenthings_top(model, batch, 40, 0),
+           "curvlinops": lambda: cp.curvlinops_top(model, batch, 0.0, 0)}[peer]  # fmt: skip
+    trace = {"ours": lambda k: cp.ours_trace(model, batch, k, 0, plus=False),
+             "pyhessian": lambda k: cp.pyhessian_trace(model, batch, k, 0),
+             "eigenthings": lambda k: cp.eigenthings_trace(model, batch, k, 0),
+             "curvlinops": lambda k: cp.curvlinops_trace(model, batch, k, 0, plus=False)}[peer]  # fmt: skip
+    value, hvps = top()
+    assert value == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=2e-5)
+    assert hvps >= 2
+    estimate, hvps = trace(30)
+    assert hvps == 30
+    off_diagonal = float((h**2).sum() - (h.diagonal() ** 2).sum())
+    assert abs(estimate - float(h.trace())) <= 5 * (2 * off_diagonal / 30) ** 0.5

@@ -73,10 +73,34 @@ def test_spectral_density_metric_reports_the_negative_mass():
 
     assert PERIODIC_METRICS["spectral_density"] is SpectralDensityMetric
     case = make_case("quadratic")  # 3 of 12 eigenvalues are negative
-    row = SpectralDensityMetric(n_starts=16, steps=12).compute(case.evaluator, case.params, case.batch, 0)
+    metric = SpectralDensityMetric(n_starts=16, steps=12, bins=0)
+    row = metric.compute(case.evaluator, case.params, case.batch, 0)
     assert set(row) == {"negative_mass", "negative_mass_se", "density_hvps"}
     assert abs(row["negative_mass"] - 0.25) <= 4 * row["negative_mass_se"]
     assert row["density_hvps"] == 16 * 7  # 7 distinct eigenvalues: every Krylov space closes after 7 steps
+
+
+def test_spectral_density_metric_writes_the_exact_smoothed_density_on_its_bins():
+    """H = diag(λ): every Rademacher start q/√d puts weight exactly m_i/d on an eigenvalue of multiplicity
+    m_i, and Lanczos closes on the 7 distinct ones, so the bins must equal (1/d) Σ_i g_h(t − λ_i)."""
+    from optprobe.metrics.curvature import SpectralDensityMetric
+
+    eigenvalues = np.array([5.0, 3.0, 2.5] + [1.0] * 6 + [-0.5, -1.0, -2.0])
+    evaluator = Evaluator(Quadratic(torch.diag(torch.as_tensor(eigenvalues))), lambda m, b: m(b))
+    bins = 40
+    row = SpectralDensityMetric(n_starts=4, steps=12, bins=bins).compute(
+        evaluator, trained_parameters(evaluator.model), None, 0
+    )
+    h = (5.0 - (-2.0)) / (bins - 11)
+    assert row["density_lo"] == pytest.approx(-2.0 - 5 * h, rel=1e-12)
+    assert row["density_hi"] == pytest.approx(5.0 + 5 * h, rel=1e-12)
+    points = np.linspace(row["density_lo"], row["density_hi"], bins)
+    exact = np.exp(-0.5 * ((points[:, None] - eigenvalues[None, :]) / h) ** 2).sum(axis=1)
+    exact /= len(eigenvalues) * h * math.sqrt(2 * math.pi)
+    values = np.array([row[f"density_bin{j}"] for j in range(bins)])
+    np.testing.assert_allclose(values, exact, rtol=1e-9, atol=1e-12)
+    assert np.trapezoid(values, points) == pytest.approx(1.0, abs=1e-3)
+    assert not any(k.startswith("density_bin") and int(k[11:]) >= bins for k in row)
 
 
 def test_negative_mass_of_a_network_with_many_eigenvalues_near_zero():

@@ -7,10 +7,17 @@ import torch
 from torch import nn
 
 from optprobe import Probe
-from optprobe.curvature import FullHessianOperator, ParamLayout, hessian_trace, sharpness
+from optprobe.curvature import (
+    FullHessianOperator,
+    HessianOperator,
+    ParamLayout,
+    hessian_l11,
+    hessian_trace,
+    sharpness,
+)
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import Evaluator, chunk_seed, trained_parameters
-from optprobe.metrics.curvature import HessianTrace, Sharpness
+from optprobe.metrics.curvature import DiagonalGeometry, HessianL11, HessianTrace, Sharpness
 from optprobe.probe import ProbeConfig
 
 SIZES = (5, 7, 4)  # unequal chunks: F weights each by its size
@@ -131,6 +138,39 @@ def test_periodic_metrics_on_f_through_the_probe():
     assert "hessian_trace_batch_hvps" in row
     with pytest.raises(OptprobeError, match="eval_loader"):
         Probe(model, _xent, config=config, periodic=[Sharpness(on="eval")], out_dir=None)
+
+
+def test_diagonal_geometry_and_l11_on_f_are_those_of_the_exact_hessian_of_f():
+    """on="eval": R_med and diagonal dominance per layer (every coordinate sampled) from the exact ∇²F, the
+    loss level F(x_t), and the Cauchy ‖H‖₁,₁ estimate equal to the same estimator (same probes) applied to
+    the exact ∇²F as a matrix."""
+    from tests.curvature.conftest import Quadratic
+
+    evaluator, loader = _setup("dropout")
+    model = evaluator.model
+    params = trained_parameters(model)
+    layout = ParamLayout.of(params)
+    f = _f(evaluator, loader, layout, seed=5)
+    flat = layout.flatten(params).detach()
+    exact = torch.autograd.functional.hessian(f, flat)
+    metrics = [DiagonalGeometry(every=1, per_layer=1000, n_boot=10, on="eval"),
+               HessianL11(every=1, n_probes=30, on="eval")]  # fmt: skip
+    probe = Probe(model, _xent, config=ProbeConfig(seed=5, metrics=()), eval_loader=loader, periodic=metrics,
+                  out_dir=None)  # fmt: skip
+    row = _one_step(probe, model, loader)
+    assert row["r_med_loss"] == pytest.approx(float(f(flat)), rel=1e-12)
+    for layer, idx in layout.blocks("layer").items():
+        diagonal = exact.diagonal()[idx].abs()
+        r_med = diagonal.max() / (diagonal.quantile(0.5) + 1e-12)
+        assert row[f"r_med/{layer}"] == pytest.approx(float(r_med), rel=1e-9)
+        dominance = (exact[idx].abs().sum(dim=1) - diagonal) / diagonal
+        assert row[f"diag_dominance_mean/{layer}"] == pytest.approx(float(dominance.mean()), rel=1e-9)
+        median = float(dominance.quantile(0.5))
+        assert row[f"diag_dominance_median/{layer}"] == pytest.approx(median, rel=1e-9)
+    as_matrix = Evaluator(Quadratic(exact), lambda m, b: m(b))
+    same = hessian_l11(HessianOperator(as_matrix, trained_parameters(as_matrix.model), None), 30, 0)
+    assert row["hessian_l11"] == pytest.approx(same.l11, rel=1e-9)
+    assert row["r_med_batch_hvps"] > 0 and row["hessian_l11_batch_hvps"] > 0
 
 
 def _one_step(probe, model, loader):

@@ -18,7 +18,7 @@ from torch import nn
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Evaluator
-from optprobe.metrics.curvature import HessianL11, HessianTrace, Sharpness
+from optprobe.metrics.curvature import DiagonalGeometry, HessianL11, HessianTrace, Sharpness
 from optprobe.probe import Probe, ProbeConfig
 
 WORLD = 2
@@ -153,6 +153,49 @@ def test_ddp_curvature_is_the_hessian_of_the_global_batch(tmp_path):
     keys = ["sharpness", "sharpness_2", "sharpness_min", "sharpness_hvps", "hessian_trace"]
     keys += ["hessian_trace_se", "hessian_l11"]
     for row in ranks:  # every rank, not only the writer, saw the global operator
+        for key in keys:
+            assert row[key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
+
+
+CHUNKS = (5, 3, 6, 2, 7, 4, 5)  # unequal: rank 0 reads 4 chunks (23 examples), rank 1 three (9)
+
+
+def _full_curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
+    """One probed step whose periodic metrics multiply ∇²F over the eval loader (each rank its chunks)."""
+    x, y = _curvature_data()
+    starts = [sum(CHUNKS[:i]) for i in range(len(CHUNKS))]
+    chunks = [(x[a : a + n], y[a : a + n]) for a, n in zip(starts, CHUNKS, strict=True)]
+    batch = (x[rank::world], y[rank::world])
+    periodic = [
+        Sharpness(every=1, k=2, bottom=True, max_iter=50, on="eval"),
+        HessianTrace(every=1, n_probes=20, seed=3, on="eval"),
+        HessianL11(every=1, n_probes=10, seed=4, on="eval"),
+        DiagonalGeometry(every=1, per_layer=100, n_boot=10, on="eval"),
+    ]
+    config, mine = ProbeConfig(metrics=("norms",)), chunks[rank::world]
+    probe = Probe(model, _mse, config=config, periodic=periodic, eval_loader=mine, out_dir=None)
+    probe.begin_step(batch)
+    model.zero_grad()
+    loss = _mse(model, batch)
+    loss.backward()
+    return probe.end_step(loss)
+
+
+def _full_curvature_worker(rank: int) -> dict:
+    return _full_curvature_row(nn.parallel.DistributedDataParallel(_curvature_model()), rank, WORLD)
+
+
+@pytest.mark.slow
+def test_ddp_curvature_on_f_is_the_hessian_of_f_over_every_ranks_chunks(tmp_path):
+    """on="eval" under DDP: ranks read disjoint chunks of unequal sizes; sharpness, trace, ‖H‖₁,₁, R_med and
+    F equal one process's over all the chunks."""
+    ranks = _spawn(_full_curvature_worker, tmp_path)
+    single = _full_curvature_row(_curvature_model())
+    keys = ["sharpness", "sharpness_2", "sharpness_min", "sharpness_hvps", "hessian_trace"]
+    keys += ["hessian_trace_se", "hessian_l11", "r_med_loss"]
+    keys += [k for k in single if k.startswith(("r_med/", "diag_dominance_"))]
+    assert len(keys) > 8
+    for row in ranks:
         for key in keys:
             assert row[key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
 

@@ -14,7 +14,8 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 
 from optprobe.errors import OptprobeError
-from optprobe.probe import Probe
+from optprobe.metrics.curvature import DiagonalGeometry, HessianTrace, Sharpness
+from optprobe.probe import Probe, ProbeConfig
 from optprobe.sharding import evaluator_for
 
 
@@ -48,6 +49,10 @@ def _check_refusals(model: nn.Module, rank: int) -> None:
     """Clear errors, raised on every rank alike, for what the sharded probe cannot do."""
     with pytest.raises(OptprobeError, match="curvature"):
         Probe(model, _loss, out_dir=None, periodic=[object()])  # type: ignore[list-item]
+    with pytest.raises(OptprobeError, match="DiagonalGeometry"):
+        Probe(model, _loss, out_dir=None, periodic=[DiagonalGeometry()])
+    with pytest.raises(OptprobeError, match="on='eval'"):
+        Probe(model, _loss, out_dir=None, periodic=[Sharpness(on="eval")])
     evaluator = evaluator_for(model, _loss)
     point = {name: p.detach().to_local() for name, p in model.named_parameters()}
     uneven = [(torch.ones(2, 5, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))] * (1 + rank)
@@ -89,3 +94,42 @@ def _check_point_buffers(model: nn.Module, rank: int) -> None:
 @pytest.mark.slow
 def test_fsdp_metrics_equal_single_process_on_the_global_batch(tmp_path):
     assert_ranks_equal_single_process(tmp_path, _worker)
+
+
+def _curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
+    """One probed step with sharpness (λ_max, λ_2, λ_min) and the Hutchinson trace on the step's batch."""
+    x, y = _data()
+    batch = (x[:16][rank::world], y[:16][rank::world])
+    periodic = [
+        Sharpness(every=1, k=2, bottom=True, tol=1e-8, max_iter=57),
+        HessianTrace(every=1, n_probes=10, seed=3),
+    ]
+    probe = Probe(model, _loss, config=ProbeConfig(metrics=("norms",)), periodic=periodic, out_dir=None)
+    probe.begin_step(batch)
+    model.zero_grad()
+    loss = _loss(model, batch)
+    loss.backward()
+    return probe.end_step(loss)
+
+
+def _curvature_worker(rank: int) -> dict:
+    model = _sharded(_model())
+    row = _curvature_row(model, rank, 2)
+    row["unchanged"] = all(torch.equal(p.to_local(), q.to_local()) for p, q in
+                           zip(model.parameters(), _sharded(_model()).parameters(), strict=True))  # fmt: skip
+    return row
+
+
+@pytest.mark.slow
+def test_fsdp_sharpness_and_trace_equal_single_process_on_the_global_batch(tmp_path):
+    """Products by differences of gradients through the sharded model (one rank holds empty shards of the
+    last layer): λ_max, λ_2, λ_min and the trace of one process's exact Hessian on the union of the batches,
+    to the central difference's O(h²) error; the shifted shards are restored."""
+    from test_ddp_collectives import _spawn
+
+    ranks = _spawn(_curvature_worker, tmp_path)
+    single = _curvature_row(_model())
+    for row in ranks:
+        assert row["unchanged"]
+        for key in ("sharpness", "sharpness_2", "sharpness_min", "hessian_trace", "hessian_trace_se"):
+            assert row[key] == pytest.approx(single[key], rel=1e-9), key  # float64: 1e-11 seen

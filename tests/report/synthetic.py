@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 LAYERS = ("embed", "block0.attn", "block0.mlp", "head")
+DENSITY_BINS = 30
 
 
 def _ema(x: np.ndarray, beta: float) -> np.ndarray:
@@ -85,6 +86,12 @@ def synthetic_table(
         table.loc[curv, "hessian_l11_per_dim"] = 0.05 * table.loc[curv, "sharpness"]
         for i, layer in enumerate(LAYERS):
             table.loc[curv, f"r_med/{layer}"] = 3.0 * (i + 1) + rng.random(curv.sum())
+        # the binned density of a bulk near 0 and an outlier moving out with t (metric spectral_density)
+        points, top = np.linspace(-1.0, 3.0, DENSITY_BINS)[None, :], 1.0 + t[curv][:, None] / steps
+        bump = np.exp(-0.5 * (points / 0.1) ** 2) + np.exp(-0.5 * ((points - top) / 0.1) ** 2)
+        names = [f"density_bin{j}" for j in range(DENSITY_BINS)]
+        table = table.join(pd.DataFrame(bump / 0.5, index=t[curv], columns=names))
+        table.loc[curv, ["density_lo", "density_hi", "negative_mass"]] = [-1.0, 3.0, 0.45]
     return table
 
 

@@ -105,3 +105,48 @@ def test_saved_figures_keep_the_outside_legend_and_fit_1280_px(tmp_path):
         if name != "r_med":
             assert width > PANEL_SIZE[0] * DPI  # the legend right of the axes made it wider: not clipped
         assert width <= 1400, name
+
+
+def test_the_spectral_density_figure_appears_for_runs_that_recorded_the_density(tmp_path):
+    """A run table with the spectral_density metric's columns gets the figure: per run one log-scale panel,
+    a curve per picked measured step drawn at the recorded bins; a table without them does not."""
+    from optprobe.report.figures_curvature import spectral_density
+
+    with_density = synthetic_table(steps=120, seed=0)  # density at steps 0, 50, 100
+    assert "spectral_density" in make_figures([("sgd", with_density)], tmp_path)
+    fig = spectral_density([("sgd", with_density), ("adam", with_density)])
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(axes) == 2 and all(ax.get_yscale() == "log" for ax in axes)
+    curves = [line for line in axes[0].lines if line.get_label().startswith("step")]
+    assert [line.get_label() for line in curves] == ["step 0", "step 50", "step 100"]
+    bins = [c for c in with_density.columns if c.startswith("density_bin")]
+    x, y = curves[-1].get_data()
+    np.testing.assert_allclose(x, np.linspace(-1.0, 3.0, len(bins)))
+    recorded = with_density.loc[100, bins].to_numpy(float)
+    np.testing.assert_allclose(y, np.maximum(recorded, 1e-6 * recorded.max()))  # floored for the log axis
+    assert "negative mass 0.450" in axes[0].get_title()
+    without = synthetic_table(steps=120, seed=0).drop(columns=bins)
+    assert spectral_density([("sgd", without)]) is None
+    assert "spectral_density" not in make_figures([("sgd", without)], tmp_path / "none")
+
+
+def test_a_probed_run_with_the_spectral_density_metric_gets_the_figure(tmp_path):
+    """The metric's columns are the ones the figure reads: a short probed run, its table, the figure."""
+    import torch
+    from conftest import mse_loss, train
+    from torch import nn
+
+    from optprobe.metrics.curvature import SpectralDensityMetric
+    from optprobe.probe import Probe, ProbeConfig
+    from optprobe.report.figures_curvature import spectral_density
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    batches = [(torch.randn(8, 3), torch.randn(8)) for _ in range(5)]
+    metric = SpectralDensityMetric(every=2, n_starts=4, steps=8, bins=20)
+    probe = Probe(model, mse_loss, optimizer=opt, periodic=[metric], out_dir=tmp_path,
+                  config=ProbeConfig(metrics=("norms",)))  # fmt: skip
+    train(model, mse_loss, batches, opt, probe)
+    fig = spectral_density([("sgd", probe.table())])
+    curves = [line.get_label() for ax in fig.axes for line in ax.lines if line.get_label().startswith("step")]
+    assert curves == ["step 0", "step 2", "step 4"]

@@ -21,6 +21,7 @@ from optprobe.curvature import (
 )
 from optprobe.curvature.cauchy import MAX_MEMORY
 from optprobe.curvature.hvp import Partition
+from optprobe.curvature.sharded import ShardedHessianOperator
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params, batch_size
 from optprobe.metrics.base import PeriodicMetric
@@ -33,6 +34,7 @@ class _HessianMetric(PeriodicMetric):
     ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
 
     family = "curvature"
+    sharded = False  # supported under fully_shard (FSDP2), on="batch" only: see ShardedHessianOperator
 
     def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
         if on not in ("batch", "eval"):
@@ -57,6 +59,8 @@ class _HessianMetric(PeriodicMetric):
             if self._loader is None:
                 raise OptprobeError("on='eval' needs the Probe's eval_loader (attach was not called)")
             return FullHessianOperator(evaluator, params, self._loader, self._f_seed, self.chunk_size)
+        if evaluator.sharded:
+            return ShardedHessianOperator(evaluator, params, batch)
         return HessianOperator(evaluator, params, batch, chunk_size=self.chunk_size)
 
     @staticmethod
@@ -72,9 +76,10 @@ class Sharpness(_HessianMetric):
     """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
     (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
     lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
-    max(|λ_max|, |λ_min|)."""
+    max(|λ_max|, |λ_min|). Under fully_shard (on="batch"): products by differences of gradients."""
 
     columns = ("sharpness", "spectral_norm")
+    sharded = True
 
     def __init__(
         self,
@@ -108,9 +113,11 @@ class Sharpness(_HessianMetric):
 @periodic_metric("hessian_trace")
 class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
-    ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra)."""
+    ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra).
+    Under fully_shard (on="batch"): products by differences of gradients."""
 
     columns = ("hessian_trace",)
+    sharded = True
 
     def __init__(
         self,
@@ -138,7 +145,8 @@ class HessianTrace(_HessianMetric):
 class DiagonalGeometry(_HessianMetric):
     """``r_med/<layer>`` with its bootstrap interval ``r_med_low/<layer>``, ``r_med_high/<layer>``,
     ``diag_dominance_mean/<layer>``, ``diag_dominance_median/<layer>`` (full rows) and ``r_med_loss``, the
-    loss ℓ(x_t, z) on the curvature batch z.
+    loss ℓ(x_t, z) on the curvature batch z; with ``on="eval"`` the rows are those of ∇²F and
+    ``r_med_loss`` is F(x_t) (see :class:`_HessianMetric`).
 
     ``at_loss``: loss levels; the geometry is then measured, checked every ``every`` steps, the first time
     ℓ(x_t, z) ≤ level (once per level; ``r_med_level`` names the lowest level crossed), so that runs of
@@ -155,8 +163,9 @@ class DiagonalGeometry(_HessianMetric):
         chunk_size: int | None = 32,
         at_loss: Sequence[float] | None = None,
         n_boot: int = 200,
+        on: str = "batch",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
+        super().__init__(every, seed, chunk_size, on)
         self.per_layer, self.n_boot = per_layer, n_boot
         self.levels = None if at_loss is None else sorted((float(v) for v in at_loss), reverse=True)
         self.passed = 0  # how many of ``levels`` (highest first) the loss has crossed
@@ -165,7 +174,7 @@ class DiagonalGeometry(_HessianMetric):
         return super().due(step) and (self.levels is None or self.passed < len(self.levels))
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        out = {"r_med_loss": float(evaluator.loss(params, batch))}
+        out = {"r_med_loss": self._loss(evaluator, params, batch)}
         if self.levels is not None:
             crossed = [level for level in self.levels[self.passed :] if out["r_med_loss"] <= level]
             if not crossed:
@@ -181,7 +190,14 @@ class DiagonalGeometry(_HessianMetric):
             out[f"r_med_high/{layer}"] = g.r_med_high
             out[f"diag_dominance_mean/{layer}"] = g.dominance_mean
             out[f"diag_dominance_median/{layer}"] = g.dominance_median
-        return out
+        return out | self._cost(op, batch, "r_med")
+
+    def _loss(self, evaluator: Evaluator, params: Params, batch: Batch) -> float:
+        """ℓ(x_t, z) on the curvature batch, or F(x_t) for ``on="eval"``."""
+        if self.on != "eval" or self._loader is None:
+            return float(evaluator.loss(params, batch))
+        value, _, _ = evaluator.full_loss_and_grad(params, self._loader, self._f_seed, with_grad=False)
+        return float(value)
 
     def state_dict(self) -> dict[str, Any]:
         return {"passed": self.passed}
@@ -193,7 +209,7 @@ class DiagonalGeometry(_HessianMetric):
 @periodic_metric("hessian_l11")
 class HessianL11(_HessianMetric):
     """``hessian_l11`` ≈ ‖H‖₁,₁, ``hessian_l11_per_dim``, ``hessian_l11_se`` (its batch-means standard
-    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``.
+    error, NaN for n_probes < 20); and ``blockwise_smoothness/<block>``; ``on="eval"`` for ∇²F.
 
     The exact row medians hold at most ``max_memory`` bytes of |H v| values (K · d entries when that fits;
     otherwise more passes over the same probes, see :mod:`optprobe.curvature.cauchy`)."""
@@ -208,8 +224,9 @@ class HessianL11(_HessianMetric):
         seed: int = 0,
         chunk_size: int | None = 32,
         max_memory: int = MAX_MEMORY,
+        on: str = "batch",
     ) -> None:
-        super().__init__(every, seed, chunk_size)
+        super().__init__(every, seed, chunk_size, on)
         self.n_probes, self.partition, self.max_memory = n_probes, partition, max_memory
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
@@ -221,7 +238,7 @@ class HessianL11(_HessianMetric):
                 op, self.partition, self.n_probes, self.seed, max_memory=self.max_memory
             )
             out.update({f"blockwise_smoothness/{b}": value for b, value in blocks.items()})
-        return out
+        return out | self._cost(op, batch, "hessian_l11")
 
 
 @periodic_metric("gauss_newton")
@@ -262,7 +279,9 @@ class GaussNewton(PeriodicMetric):
 @periodic_metric("spectral_density")
 class SpectralDensityMetric(_HessianMetric):
     """``negative_mass`` (≈ fraction of eigenvalues of H below 0, by stochastic Lanczos quadrature),
-    ``negative_mass_se`` and ``density_hvps``; ``on="eval"`` for the Hessian of F."""
+    ``negative_mass_se``, ``density_hvps`` and the density itself: ``density_bin<j>``, j < ``bins``, at
+    ``bins`` points from ``density_lo`` to ``density_hi`` (:meth:`SpectralDensity.binned`; ``bins = 0``
+    writes none); ``on="eval"`` for the Hessian of F."""
 
     columns = ("negative_mass", "density")
 
@@ -274,14 +293,21 @@ class SpectralDensityMetric(_HessianMetric):
         seed: int = 0,
         chunk_size: int | None = 32,
         on: str = "batch",
+        bins: int = 50,
     ) -> None:
+        if bins != 0 and bins < 20:
+            raise OptprobeError(f"bins must be 0 (no density columns) or at least 20, got {bins}")
         super().__init__(every, seed, chunk_size, on)
-        self.n_starts, self.steps = n_starts, steps
+        self.n_starts, self.steps, self.bins = n_starts, steps, bins
 
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         op = self._operator(evaluator, params, batch)
         d = spectral_density(op, self.n_starts, self.steps, seed=self.seed)
         out = {"negative_mass": d.negative_mass, "negative_mass_se": d.negative_mass_se}
+        if self.bins:
+            lo, hi, values = d.binned(self.bins)
+            out |= {"density_lo": lo, "density_hi": hi}
+            out |= {f"density_bin{j}": float(v) for j, v in enumerate(values)}
         return out | {"density_hvps": float(d.n_hvps)} | self._cost(op, batch, "density")
 
 

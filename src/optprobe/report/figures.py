@@ -42,6 +42,7 @@ FIGURES: dict[str, FigureFn] = {
     "convexity_ratio": common.convexity_ratio,
     "smoothness": common.smoothness,
     "sharpness": common.sharpness,
+    "spectral_density": curvature.spectral_density,
     "update_correlation": common.update_correlation,
     "random_scaling": common.random_scaling,
     "norms": common.norms,

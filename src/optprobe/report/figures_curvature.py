@@ -1,9 +1,10 @@
 """Layouts of the curvature findings: local smoothness against the gradient norm with the fitted (L0, L1)
-envelope (Orabona; Zhang et al.), and R_med per layer at equal training loss (Jiang et al. compare Adam and
-SGD+M at equal loss, not at equal step)."""
+envelope (Orabona; Zhang et al.), R_med per layer at equal training loss (Jiang et al. compare Adam and
+SGD+M at equal loss, not at equal step), and the Hessian's eigenvalue density along training."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -96,3 +97,46 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
         ax.set_xlabel("curvature-batch loss level")
         ax.set_ylabel(mpl_math("R_med"))
     return finish_grid(fig, axes, seeds, xlabel="curvature-batch loss level")
+
+
+def _density_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of ``table`` with a binned spectral density and its ``density_bin<j>`` columns in order."""
+    bins = sorted((c for c in table.columns if c.startswith("density_bin")), key=lambda c: int(c[11:]))
+    if not bins or "density_lo" not in table.columns:
+        return pd.DataFrame(), []
+    rows = table[np.isfinite(pd.to_numeric(table["density_lo"], errors="coerce"))]
+    return rows, bins
+
+
+def spectral_density(runs: Runs, most: int = 4) -> Figure | None:
+    """Per run, the Hessian's eigenvalue density φ(λ) by stochastic Lanczos quadrature (the run table's
+    ``density_bin<j>`` columns, metric ``spectral_density``) at up to ``most`` measured steps, first to last,
+    of its first seed with a density, on a log scale as PyHessian plots it; the title gives the negative
+    mass ∫_{λ<0} φ at the last one."""
+    panels = []
+    for group in seed_groups(runs):
+        for table in group.tables:
+            rows, bins = _density_rows(table)
+            if len(rows):
+                panels.append((group, rows, bins))
+                break
+    if not panels:
+        return None
+    fig, axes = grid(len(panels), "Hessian eigenvalue density (stochastic Lanczos quadrature)")
+    for ax, (group, rows, bins) in zip(axes, panels, strict=True):
+        picked = rows.iloc[np.unique(np.linspace(0, len(rows) - 1, min(most, len(rows))).round().astype(int))]
+        shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, len(picked)))
+        for shade, (_, row) in zip(shades, picked.iterrows(), strict=True):
+            values = row[bins].to_numpy(float)
+            points = np.linspace(float(row["density_lo"]), float(row["density_hi"]), len(bins))
+            floor = 1e-6 * np.nanmax(values) if np.nanmax(values) > 0 else 1e-12
+            ax.plot(points, np.maximum(values, floor), color=shade, lw=1.5, label=f"step {int(row['step'])}")
+        ax.axvline(0.0, color="0.4", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel(mpl_math("eigenvalue λ"))
+        ax.set_ylabel(mpl_math("density φ(λ)"))
+        last = picked.iloc[-1]
+        mass = f", negative mass {float(last['negative_mass']):.3f}" if "negative_mass" in last else ""
+        ax.set_title(f"{group.label}{mass}", fontsize=10)
+        ax.legend(fontsize=8)
+    return finish_grid(fig, axes, 1, xlabel="eigenvalue λ")
