@@ -128,6 +128,15 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+        self._positions: dict[tuple[tuple[str, ...], torch.device], Tensor] = {}
+
+    def positions(self, layers: list[str], device: torch.device) -> Tensor:
+        """Each tensor's layer index (first-seen order), on ``device``: made once, not copied every step."""
+        key = (tuple(layers), device)
+        if key not in self._positions:
+            unique = list(dict.fromkeys(layers))
+            self._positions[key] = torch.tensor([unique.index(layer) for layer in layers], device=device)
+        return self._positions[key]
 
     def rows(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         """A (count, chunk) buffer; chunk is small enough for the rows to stay in cache on a CPU."""
@@ -175,29 +184,46 @@ class Reduction:
         if self.vectors:
             self._per_tensor[name] = self._reduce_tensor(name, sources)
 
+    def add_all(self, names: list[str], sources: Sources) -> None:
+        """Reduce every tensor of ``names`` (all sources at hand: no gradient is streamed)."""
+        for name in names:
+            self.add(name, sources)
+
     def result(self, names: list[str], layers: list[str]) -> Reduced:
         """(dots, ℓ1 norms, ℓ∞ norms) per layer, for tensors ``names`` in ``layers``; one host copy."""
+        table = self.gathered(names, layers)
+        return self.unpack([] if table is None else table.tolist())
+
+    def gathered(self, names: list[str], layers: list[str]) -> Tensor | None:
+        """Every column's per-layer values and total, float64 on the tensors' device, shaped (columns,
+        layers + 1); None when nothing is reduced. Nothing is copied to the host (no device sync)."""
         if not self.vectors:
-            return {}, {}, {}
+            return None
         table = torch.stack([self._per_tensor[name] for name in names])
         if self.over_ranks is not None:  # sharded tensors: the totals of every rank's partial results
             table = self.over_ranks(table, len(self.dots) + len(self.l1))
-        table = table.cpu()
-        unique_layers = list(dict.fromkeys(layers))
-        position = torch.tensor([unique_layers.index(layer) for layer in layers])
+        columns = table.T.contiguous()  # one row per column: the same 1-d reductions as column by column
+        position = self.workspace.positions(layers, table.device)[None].expand_as(columns)
+        n_sums = len(self.dots) + len(self.l1)
+        shape = (columns.shape[0], len(dict.fromkeys(layers)))
+        # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
+        sums = columns.new_zeros(shape).scatter_reduce(1, position, columns, "sum", include_self=False)
+        maxima = columns.new_zeros(shape).scatter_reduce(1, position, columns, "amax", include_self=False)
+        per_layer = torch.cat([sums[:n_sums], maxima[n_sums:]])
+        totals = torch.cat([per_layer[:n_sums].sum(1), per_layer[n_sums:].amax(1)])
+        return torch.cat([per_layer, totals[:, None]], 1)
 
-        def gather(column: Tensor, reduce_max: bool) -> LayerSums:
-            # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
-            per_layer = column.new_zeros(len(unique_layers)).scatter_reduce(
-                0, position, column, "amax" if reduce_max else "sum", include_self=False
-            )
-            total = per_layer.max() if reduce_max else per_layer.sum()
-            return LayerSums(per_layer.tolist(), float(total))
+    def unpack(self, values: list[list[float]]) -> Reduced:
+        """:meth:`gathered`'s table, copied to the host as lists, as (dots, ℓ1 norms, ℓ∞ norms)."""
+        rows = iter(values)
 
-        columns = iter(table.T)
-        dot_sums = {pair: gather(next(columns), False) for pair in self.dots}
-        l1_sums = {v: gather(next(columns), False) for v in self.l1}
-        linf_sums = {v: gather(next(columns), True) for v in self.linf}
+        def sums() -> LayerSums:
+            *per_layer, total = next(rows)
+            return LayerSums(per_layer, total)
+
+        dot_sums = {pair: sums() for pair in self.dots}
+        l1_sums = {v: sums() for v in self.l1}
+        linf_sums = {v: sums() for v in self.linf}
         return dot_sums, l1_sums, linf_sums
 
     def _reduce_tensor(self, name: str, sources: Sources) -> Tensor:
