@@ -10,6 +10,7 @@ caller copies every scalar of the step to the host at once (a single device sync
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -201,10 +202,11 @@ class Reduction:
         first = parts[self.vectors[0]][0]
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
         if numel < chunk:  # held: a group shares one dtype and device, and fits in a chunk
-            if self._held_numel + numel > chunk or (self._held and _kind(self._held[-1][1]) != _kind(parts)):
+            other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
+            if self._held_numel + _aligned(numel) > chunk or other_kind:
                 self._flush()
             self._held.append((name, parts))
-            self._held_numel += numel
+            self._held_numel += _aligned(numel)
             return
         for start in range(0, numel, chunk):
             piece = {v: [p[start : start + chunk] for p in ps] for v, ps in parts.items()}
@@ -267,7 +269,8 @@ class Reduction:
         sizes = [parts[self.vectors[0]][0].numel() for _, parts in group]
         built = [v for v in self.vectors if len(group[0][1][v]) > 1 or group[0][1][v][0].dtype != dtype]
         normed = sorted(set(self.l1) | set(self.linf))
-        buffer = self.workspace.rows(len(built) + bool(normed), dtype, first.device)[:, : sum(sizes)]
+        buffer = self.workspace.rows(len(built) + bool(normed), dtype, first.device)
+        buffer = buffer[:, : sum(_aligned(size) for size in sizes)]
         vectors = {v: [parts[v][0] for _, parts in group] for v in self.vectors}
         for v, row in zip(built, buffer, strict=False):
             vectors[v] = _built(row, sizes, [parts[v] for _, parts in group])
@@ -281,9 +284,9 @@ class Reduction:
             if v in built or len(group) == 1:
                 torch.abs(buffer[built.index(v)] if v in built else vectors[v][0], out=flat)
             else:
-                torch._foreach_copy_(list(flat.split(sizes)), vectors[v])
+                torch._foreach_copy_(_views(flat, sizes), vectors[v])
                 flat.abs_()
-            magnitude = flat.split(sizes)
+            magnitude = _views(flat, sizes)
             if v in self.l1:
                 l1[v] = [m.sum() for m in magnitude]
             if v in self.linf:
@@ -291,6 +294,20 @@ class Reduction:
         results += [r for v in self.l1 for r in l1[v]] + [r for v in self.linf for r in linf[v]]
         self._pieces.append(torch.stack(results).view(-1, len(group)).T)
         self._owners += [name for name, _ in group]
+
+
+def _aligned(numel: int) -> int:
+    """``numel`` rounded up to whole 64-byte lines (of float32), where a piece of a group's row starts."""
+    return -(-numel // 16) * 16
+
+
+def _views(row: Tensor, sizes: list[int]) -> list[Tensor]:
+    """Consecutive pieces of ``row``, each starting where a tensor of its own would (a kernel's result
+    depends on the alignment of its operands: so each piece reduces exactly as the tensor alone)."""
+    if len(sizes) == 1:
+        return [row[: sizes[0]]]
+    starts = itertools.accumulate((_aligned(size) for size in sizes[:-1]), initial=0)
+    return [row[start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
 
 def _kind(parts: Parts) -> list[tuple[torch.dtype, torch.device]]:
@@ -301,7 +318,7 @@ def _kind(parts: Parts) -> list[tuple[torch.dtype, torch.device]]:
 def _built(row: Tensor, sizes: list[int], sources: list[list[Tensor]]) -> list[Tensor]:
     """Pieces ``sources[i][0]`` (− ``sources[i][1]``) written into consecutive views of ``row``, widened to
     its dtype first (a difference of bfloat16 tensors is taken in float32); multi-tensor kernels."""
-    views = list(row.split(sizes))
+    views = _views(row, sizes)
     firsts = [s[0] for s in sources]
     if len(views) == 1 and len(sources[0]) > 1 and firsts[0].dtype == row.dtype:
         torch.sub(firsts[0], sources[0][1], out=views[0])  # one kernel for a chunk of a large tensor
