@@ -6,8 +6,8 @@ small beside x_t, as in training) to the five inner products, ‖g‖₁ and ‖
 layer. Each value is compared with the same quantity computed in float64 from the float64 sources; the
 table gives the largest relative error over steps, per quantity, for the layer totals and for the
 per-layer values. ``--compare-with`` loads another checkout's ``optprobe/reductions.py`` beside this one
-(same inputs, timed in alternation) to compare the two implementations. Times: median and minimum over
-``--repeats``, with one plain read of the four sources (``sum`` of each) for scale.
+(same inputs, timed in alternation, order rotated) to compare the two implementations. Times: median and
+minimum over ``--repeats``, with one plain read of the four sources (``sum`` of each) for scale.
 
     python benchmarks/reductions.py [--repeats 40] [--compare-with ../old/src/optprobe/reductions.py]
 """
@@ -138,8 +138,9 @@ def main() -> None:
     times: dict[str, list[float]] = {label: [] for label in modules}
     read = [torch.cat([t.reshape(-1) for t in d.values()]) for d in sources.values()]
     times["plain read"] = []
-    for _ in range(args.repeats):  # alternated, so load drifting over the run affects each alike
-        for label, module in modules.items():
+    order = list(modules.items())
+    for r in range(args.repeats):  # alternated, order rotated (the one after another finds warmer caches)
+        for label, module in order[r % len(order) :] + order[: r % len(order)]:
             start = time.perf_counter()
             reduced(module, sources, workspaces[label])
             times[label].append(time.perf_counter() - start)
