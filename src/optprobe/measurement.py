@@ -13,11 +13,20 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from optprobe.evaluation import Batch, Evaluator, Params, RngState, detached_copy
 from optprobe.metrics.base import Needs, StepData, TrajectoryMetric
-from optprobe.reductions import POINTS, VECTORS, Reduced, Reduction, Workspace, gradient_source
+from optprobe.reductions import (
+    POINTS,
+    VECTORS,
+    Reduced,
+    Reduction,
+    Workspace,
+    available,
+    gradient_source,
+)
 from optprobe.snapshots import Snapshots
 
 Warn = Callable[[str, str], None]  # warn(reason, message): counted, shown once per reason
@@ -61,36 +70,70 @@ class StepMeasurement:
         self.workspace = Workspace()
 
     def measure(
-        self, t: int, epoch: int, x: Params, grads: Params, loss: float, pending: Pending,
+        self, t: int, epoch: int, x: Params, grads: Params, loss: Tensor, pending: Pending,
         scale: float = 1.0, scale_weight: float = 1.0,
-    ) -> dict[str, float]:  # fmt: skip
-        """Every metric's columns at step t, for x = x_t, grads = g_t and loss = ℓ(x_t, z_t)."""
+    ) -> tuple[float, dict[str, float]]:  # fmt: skip
+        """(ℓ(x_t, z_t), every metric's columns) at step t, for x = x_t, grads = g_t and loss = ℓ(x_t, z_t).
+
+        The step's scalars (the losses, every reduction) stay on the device until the end, where they are
+        copied to the host in one transfer: a step waits for the device once. A non-finite training loss
+        makes every metric at another point NaN (its passes still run: nothing is read before the copy).
+        """
         if self.evaluator.sharded:  # passes at x_(t-1) and x* load them into the live shards of x_t
             x = detached_copy(x)
-        points = self.snapshots.at(t) if math.isfinite(loss) else {}
+        points = self.snapshots.at(t)
         sources: dict[str, Mapping[str, Tensor]] = {"g": grads, "x": x, **points}
-        losses: dict[str, float] = {}
-        reduced: Reduced = ({}, {}, {})
+        losses: dict[str, Tensor] = {}
+        reductions: list[Reduction] = []
         for point, dots, l1, linf in self._passes(points):
             grad_source = gradient_source(point) if point in self.needs.grads else None
             buffers = None if point is None else self.snapshots.buffers(point)
             with self.evaluator.buffers_of(buffers) if buffers is not None else contextlib.nullcontext():
-                point_loss, sums = self._measure_at(
+                point_loss, reduction = self._measure_at(
                     points.get(point), grad_source, sources, dots, l1, linf, pending
                 )
-            if point is not None:
+            if point is not None and point_loss is not None:
                 losses[point] = point_loss
-            for into, part in zip(reduced, sums, strict=True):
-                into.update(part)
+            reductions.append(reduction)
+        loss_value, point_losses, reduced = self._to_host(loss, losses, reductions)
+        if not math.isfinite(loss_value):  # as if no other point were held at this step
+            point_losses = {}
+            reduced = tuple(
+                {k: v for k, v in part.items() if all(available(v, ("g", "x")) for v in _vectors(k))}
+                for part in reduced
+            )  # type: ignore[assignment]
         data = StepData(
-            step=t, epoch=epoch, layers=self.layers, loss=loss, losses=losses, scale=scale,
+            step=t, epoch=epoch, layers=self.layers, loss=loss_value, losses=point_losses, scale=scale,
             scale_weight=scale_weight, dots=reduced[0], l1=reduced[1], linf=reduced[2],
         )  # fmt: skip
         self._check_step(data)
         row: dict[str, float] = {}
         for metric in self.metrics:
             row.update(metric.update(data))
-        return row
+        return loss_value, row
+
+    def _to_host(
+        self, loss: Tensor, losses: Mapping[str, Tensor], reductions: Sequence[Reduction]
+    ) -> tuple[float, dict[str, float], Reduced]:
+        """The step's scalars as Python floats, copied from the device in one transfer."""
+        device = loss.device
+        tables = [r.gathered(self.names, self.param_layers) for r in reductions]
+        point_losses = [v.double().to(device) for v in losses.values()]
+        scalars = torch.stack([loss.detach().reshape(()).double(), *point_losses])
+        flat = torch.cat([scalars, *(t.to(device).reshape(-1) for t in tables if t is not None)])
+        values = flat.tolist()  # the step's one device synchronisation
+        at = 1 + len(losses)
+        by_point = dict(zip(losses, values[1:at], strict=True))
+        reduced: Reduced = ({}, {}, {})
+        for reduction, table in zip(reductions, tables, strict=True):
+            rows: list[list[float]] = []
+            if table is not None:
+                n_rows, width = table.shape
+                rows = [values[at + i * width : at + (i + 1) * width] for i in range(n_rows)]
+                at += n_rows * width
+            for into, part in zip(reduced, reduction.unpack(rows), strict=True):
+                into.update(part)
+        return values[0], by_point, reduced
 
     def _passes(self, points: Mapping[str, Params]) -> list[Pass]:
         """(point, dots, l1, linf) for each pass of a step, in the order of POINTS: one pass at each held
@@ -121,8 +164,9 @@ class StepMeasurement:
         l1: set[str],
         linf: set[str],
         pending: Pending,
-    ) -> tuple[float, Reduced]:
-        """(ℓ(point, z_t), reductions of ``sources``); with ``grad_source``, ∇ℓ(point, z_t) joins them.
+    ) -> tuple[Tensor | None, Reduction]:
+        """(ℓ(point, z_t) as a device tensor, the reduction of ``sources``); with ``grad_source``,
+        ∇ℓ(point, z_t) joins them.
 
         The gradient is streamed: each tensor is reduced as backward produces it and then dropped, so
         measuring at another point holds one gradient tensor at a time, never a whole gradient.
@@ -131,19 +175,18 @@ class StepMeasurement:
         reduction = Reduction(
             set(sources) | streamed, dots, l1, linf, self.workspace, self.evaluator.over_ranks
         )
-        loss = math.nan
+        loss = None
         if streamed:
-            loss = float(self.evaluator.stream_grad(
+            loss = self.evaluator.stream_grad(
                 point, pending.batch,
                 lambda name, grad: reduction.add(name, {**sources, grad_source: {name: grad}}),
                 pending.rng,
-            ))  # fmt: skip
+            )  # fmt: skip
         else:
             if point is not None:
-                loss = float(self.evaluator.loss(point, pending.batch, pending.rng))
-            for name in self.names:
-                reduction.add(name, sources)
-        return loss, reduction.result(self.names, self.param_layers)
+                loss = self.evaluator.loss(point, pending.batch, pending.rng)
+            reduction.add_all(self.names, sources)
+        return loss, reduction
 
     def _check_step(self, data: StepData) -> None:
         if not math.isfinite(data.dot("g", "g")) and math.isfinite(data.loss):
@@ -159,3 +202,8 @@ class StepMeasurement:
             self.warn(
                 "zero_update", f"step {data.step}: x_t = x_(t-1), so smoothness against x_(t-1) is NaN"
             )
+
+
+def _vectors(key: str | tuple[str, str]) -> tuple[str, ...]:
+    """The vectors a reduction's key names: a pair's two, or a norm's one."""
+    return (key,) if isinstance(key, str) else key

@@ -391,21 +391,24 @@ class Probe:
         grads = self._gradients()
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
-        loss_value = _rank_mean(loss, next(iter(self.params.values())).device)
-        row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
+        loss = _rank_mean(loss, next(iter(self.params.values())).device)
+        row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": math.nan}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
             scaling = _random_scaling(self.optimizer)
             if scaling is not None:  # s_t exists only under random scaling: no made-up 1.0 without it
                 row["scale"] = float(scaling.last_scale)
-        if not math.isfinite(loss_value):
-            self._warn("non_finite_loss", f"step {t}: the training loss is {loss_value}; metrics are NaN")
-        if self._trajectory_due(t):
+        if self._trajectory_due(t):  # the loss comes to the host with the step's other scalars
             scaling = _random_scaling(self.optimizer)
-            row.update(self._measurement.measure(
-                t, self.epoch, self._point(), grads, loss_value, pending,
+            row["loss"], columns = self._measurement.measure(
+                t, self.epoch, self._point(), grads, loss, pending,
                 float(getattr(scaling, "last_scale", 1.0)), float(getattr(scaling, "last_weight", 1.0)),
-            ))  # fmt: skip
+            )  # fmt: skip
+            row.update(columns)
+        else:
+            row["loss"] = as_float(loss)
+        if not math.isfinite(row["loss"]):
+            self._warn("non_finite_loss", f"step {t}: the training loss is {row['loss']}; metrics are NaN")
         if self.fullbatch is not None and self._full_batch_due(t):
             row.update(self._full_batch(t, grads))
         for metric in self.periodic:
@@ -608,13 +611,15 @@ def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> Non
             )
 
 
-def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
-    """The step's loss averaged over data-parallel ranks (the local value without a process group)."""
-    if not is_distributed():
-        return as_float(loss)
-    value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
-    all_reduce_([value], mean=True)
-    return float(value)
+def _rank_mean(loss: Tensor | float, device: torch.device) -> Tensor:
+    """The step's loss averaged over data-parallel ranks (the local value without a process group), as a
+    float64 tensor on ``device``: not copied to the host here."""
+    value = torch.as_tensor(loss.detach() if isinstance(loss, Tensor) else loss, device=device)
+    value = value.reshape(()).to(torch.float64)
+    if is_distributed():
+        value = value.clone()
+        all_reduce_([value], mean=True)
+    return value
 
 
 def _count_rows(run_dir: Path) -> int | None:

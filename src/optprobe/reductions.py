@@ -1,14 +1,16 @@
 """Inner products, ℓ1 and ℓ∞ norms of the named step vectors, per layer, streamed tensor by tensor.
 
 The vectors a metric may name, and the points besides x_t they are built from, are the two tables
-:data:`POINTS` and :data:`VECTORS` below: a new point or vector is one row. Vectors are built chunk by
-chunk in a small reused buffer, so the pass needs no parameter-sized temporary and reads each source
-once; a gradient can be reduced while backward produces it. All per-tensor results are stacked and
-copied to the host once, which is a single device synchronisation per step.
+:data:`POINTS` and :data:`VECTORS` below: a new point or vector is one row. Vectors are built group by
+group in a small reused buffer (a chunk of a large tensor, or several small tensors at once with
+multi-tensor kernels), so the pass needs no parameter-sized temporary and reads each source once; a
+gradient can be reduced while backward produces it. The per-layer results stay on the device until the
+caller copies every scalar of the step to the host at once (a single device synchronisation per step).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -128,26 +130,46 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+        self._indices: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+    @staticmethod
+    def chunk(device: torch.device) -> int:
+        """Elements per group: small enough for a CPU's cache, large enough for few kernels on a GPU."""
+        return _CHUNK_CUDA if device.type == "cuda" else _CHUNK_CPU
 
     def rows(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """A (count, chunk) buffer; chunk is small enough for the rows to stay in cache on a CPU."""
-        chunk = _CHUNK_CUDA if device.type == "cuda" else _CHUNK_CPU
+        """A (count, chunk) buffer."""
         buffer = self._buffers.get((dtype, device))
         if buffer is None or buffer.shape[0] < count:
-            buffer = self._buffers[(dtype, device)] = torch.empty(count, chunk, dtype=dtype, device=device)
+            buffer = torch.empty(count, self.chunk(device), dtype=dtype, device=device)
+            self._buffers[(dtype, device)] = buffer
         return buffer[:count]
+
+    def index(self, values: list[int], device: torch.device) -> Tensor:
+        """``values`` as an index tensor on ``device``, made once (a host-to-device copy can wait for the
+        device): the layout of the pieces is the same at every step."""
+        key = (tuple(values), device)
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(values, dtype=torch.long, device=device)
+        return self._indices[key]
+
+
+Parts = dict[str, list[Tensor]]  # vector → its sources' (flat) pieces
 
 
 class Reduction:
-    """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``, one parameter tensor at a time.
+    """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``, a group of elements at a time.
 
     ``sources`` names what will be available (pairs needing anything else are skipped). Tensors are
     added in any order, each with its sources, so a gradient can be reduced the moment backward
-    produces it and then dropped. Each tensor is read chunk by chunk: differences (and vectors of a
-    dtype narrower than float32) are built in a small cache-resident buffer, every other vector is read
-    in place, and each inner product or norm is one kernel writing into a per-chunk table, so each source
-    tensor crosses the memory bus once and nothing parameter-sized is allocated. With sharded tensors,
-    ``over_ranks`` turns the per-rank partial sums and maxima into totals (one collective per point).
+    produces it. A tensor of at least a chunk is reduced at once, chunk by chunk; smaller ones are held
+    (with their sources) until they fill a chunk and are then reduced together, differences built for
+    all of them by one multi-tensor kernel. Differences (and vectors of a dtype narrower than float32)
+    are built in a small cache-resident buffer, every other vector is read in place; each inner product
+    or norm of a chunk or small tensor is accumulated in its dtype (float32 at least), the pieces' sums in
+    float64. Nothing parameter-sized is allocated (held gradients are at most a chunk: 512 KiB of float32
+    on a CPU, 16 MiB on a GPU). With sharded tensors, ``over_ranks`` turns the per-rank partial sums and
+    maxima into totals (one collective per point).
     """
 
     def __init__(
@@ -168,73 +190,144 @@ class Reduction:
         self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
         self.workspace = workspace or Workspace()
         self.over_ranks = over_ranks
-        self._per_tensor: dict[str, Tensor] = {}
+        self._held: list[tuple[str, Parts]] = []  # small tensors not reduced yet
+        self._held_numel = 0
+        self._pieces: list[Tensor] = []  # per group: one row of results per piece (tensor or chunk)
+        self._owners: list[str] = []  # the tensor of each piece
 
     def add(self, name: str, sources: Sources) -> None:
         """Reduce parameter tensor ``name``, reading ``sources[source][name]``."""
-        if self.vectors:
-            self._per_tensor[name] = self._reduce_tensor(name, sources)
+        if not self.vectors:
+            return
+        parts = {v: [sources[s][name].reshape(-1) for s in VECTORS[v].sources] for v in self.vectors}
+        first = parts[self.vectors[0]][0]
+        numel, chunk = first.numel(), self.workspace.chunk(first.device)
+        if numel < chunk:  # held: a group shares one dtype and device, and fits in a chunk
+            other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
+            if self._held_numel + _aligned(numel) > chunk or other_kind:
+                self._flush()
+            self._held.append((name, parts))
+            self._held_numel += _aligned(numel)
+            return
+        for start in range(0, numel, chunk):
+            piece = {v: [p[start : start + chunk] for p in ps] for v, ps in parts.items()}
+            self._reduce_group([(name, piece)])
+
+    def add_all(self, names: list[str], sources: Sources) -> None:
+        """Reduce every tensor of ``names`` (all sources at hand: no gradient is streamed)."""
+        for name in names:
+            self.add(name, sources)
 
     def result(self, names: list[str], layers: list[str]) -> Reduced:
         """(dots, ℓ1 norms, ℓ∞ norms) per layer, for tensors ``names`` in ``layers``; one host copy."""
+        table = self.gathered(names, layers)
+        return self.unpack([] if table is None else table.tolist())
+
+    def gathered(self, names: list[str], layers: list[str]) -> Tensor | None:
+        """Every column's per-layer values and total, float64 on the tensors' device, shaped (columns,
+        layers + 1); None when nothing is reduced. Nothing is copied to the host (no device sync)."""
         if not self.vectors:
-            return {}, {}, {}
-        table = torch.stack([self._per_tensor[name] for name in names])
-        if self.over_ranks is not None:  # sharded tensors: the totals of every rank's partial results
-            table = self.over_ranks(table, len(self.dots) + len(self.l1))
-        table = table.cpu()
+            return None
+        self._flush()
         unique_layers = list(dict.fromkeys(layers))
-        position = torch.tensor([unique_layers.index(layer) for layer in layers])
+        layer_of_name = {name: unique_layers.index(layer) for name, layer in zip(names, layers, strict=True)}
+        pieces = torch.cat(self._pieces).double().T.contiguous()  # (columns, pieces)
+        owner = self.workspace.index([layer_of_name[n] for n in self._owners], pieces.device)
+        owner = owner[None].expand_as(pieces)
+        n_sums = len(self.dots) + len(self.l1)
+        shape = (pieces.shape[0], len(unique_layers))
+        # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
+        sums = pieces.new_zeros(shape).scatter_reduce(1, owner, pieces, "sum", include_self=False)
+        maxima = pieces.new_zeros(shape).scatter_reduce(1, owner, pieces, "amax", include_self=False)
+        per_layer = torch.cat([sums[:n_sums], maxima[n_sums:]])
+        if self.over_ranks is not None:  # sharded tensors: the totals of every rank's partial results
+            per_layer = self.over_ranks(per_layer.T, n_sums).T
+        totals = torch.cat([per_layer[:n_sums].sum(1), per_layer[n_sums:].amax(1)])
+        return torch.cat([per_layer, totals[:, None]], 1)
 
-        def gather(column: Tensor, reduce_max: bool) -> LayerSums:
-            # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
-            per_layer = column.new_zeros(len(unique_layers)).scatter_reduce(
-                0, position, column, "amax" if reduce_max else "sum", include_self=False
-            )
-            total = per_layer.max() if reduce_max else per_layer.sum()
-            return LayerSums(per_layer.tolist(), float(total))
+    def unpack(self, values: list[list[float]]) -> Reduced:
+        """:meth:`gathered`'s table, copied to the host as lists, as (dots, ℓ1 norms, ℓ∞ norms)."""
+        rows = iter(values)
 
-        columns = iter(table.T)
-        dot_sums = {pair: gather(next(columns), False) for pair in self.dots}
-        l1_sums = {v: gather(next(columns), False) for v in self.l1}
-        linf_sums = {v: gather(next(columns), True) for v in self.linf}
+        def sums() -> LayerSums:
+            *per_layer, total = next(rows)
+            return LayerSums(per_layer, total)
+
+        dot_sums = {pair: sums() for pair in self.dots}
+        l1_sums = {v: sums() for v in self.l1}
+        linf_sums = {v: sums() for v in self.linf}
         return dot_sums, l1_sums, linf_sums
 
-    def _reduce_tensor(self, name: str, sources: Sources) -> Tensor:
-        """[⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of one parameter tensor, float64."""
-        parts = {v: [sources[s][name].reshape(-1) for s in VECTORS[v].sources] for v in self.vectors}
-        first = parts[self.vectors[0]][0]
+    def _flush(self) -> None:
+        if self._held:
+            self._reduce_group(self._held)
+            self._held, self._held_numel = [], 0
+
+    def _reduce_group(self, group: list[tuple[str, Parts]]) -> None:
+        """Append [⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of each piece of ``group``."""
+        first = group[0][1][self.vectors[0]][0]
         dtype = torch.promote_types(first.dtype, torch.float32)
-        built = [v for v in self.vectors if len(parts[v]) > 1 or parts[v][0].dtype != dtype]
+        sizes = [parts[self.vectors[0]][0].numel() for _, parts in group]
+        built = [v for v in self.vectors if len(group[0][1][v]) > 1 or group[0][1][v][0].dtype != dtype]
         normed = sorted(set(self.l1) | set(self.linf))
         buffer = self.workspace.rows(len(built) + bool(normed), dtype, first.device)
-        chunk = buffer.shape[1]
-        n_sums = len(self.dots) + len(self.l1)
-        l1_col = {v: len(self.dots) + i for i, v in enumerate(self.l1)}
-        linf_col = {v: n_sums + i for i, v in enumerate(self.linf)}
-        chunks = max(1, -(-first.numel() // chunk))  # an empty shard (FSDP) gives one row of zeros
-        partial = torch.zeros(chunks, n_sums + len(self.linf), dtype=dtype, device=first.device)
-        for c, start in enumerate(range(0, first.numel(), chunk)):
-            stop = min(start + chunk, first.numel())
-            chunk_of = {v: parts[v][0][start:stop] for v in self.vectors}
-            for v, row in zip(built, buffer[: len(built)], strict=True):
-                row = row[: stop - start]
-                if len(parts[v]) > 1 and chunk_of[v].dtype == dtype:
-                    torch.sub(chunk_of[v], parts[v][1][start:stop], out=row)
-                else:  # widened first, so a difference of bfloat16 tensors is taken in float32
-                    row.copy_(chunk_of[v])
-                    if len(parts[v]) > 1:
-                        row.sub_(parts[v][1][start:stop])
-                chunk_of[v] = row
-            out = partial[c]
-            for j, (a, b) in enumerate(self.dots):
-                torch.dot(chunk_of[a], chunk_of[b], out=out[j])
-            for v in normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
-                magnitude = torch.abs(chunk_of[v], out=buffer[-1, : stop - start])
-                if v in l1_col:
-                    torch.sum(magnitude, 0, out=out[l1_col[v]])
-                if v in linf_col:
-                    torch.amax(magnitude, 0, out=out[linf_col[v]])
-        return torch.cat(
-            [partial[:, :n_sums].sum(0, dtype=torch.float64), partial[:, n_sums:].amax(0).double()]
-        )
+        buffer = buffer[:, : sum(_aligned(size) for size in sizes)]
+        vectors = {v: [parts[v][0] for _, parts in group] for v in self.vectors}
+        for v, row in zip(built, buffer, strict=False):
+            vectors[v] = _built(row, sizes, [parts[v] for _, parts in group])
+        results: list[Tensor] = []
+        l1: dict[str, list[Tensor]] = {}
+        linf: dict[str, list[Tensor]] = {}
+        for a, b in self.dots:
+            results += [torch.dot(x, y) for x, y in zip(vectors[a], vectors[b], strict=True)]
+        for v in normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
+            flat = buffer[-1]
+            if v in built or len(group) == 1:
+                torch.abs(buffer[built.index(v)] if v in built else vectors[v][0], out=flat)
+            else:
+                torch._foreach_copy_(_views(flat, sizes), vectors[v])
+                flat.abs_()
+            magnitude = _views(flat, sizes)
+            if v in self.l1:
+                l1[v] = [m.sum() for m in magnitude]
+            if v in self.linf:
+                linf[v] = [m.amax() if m.numel() else m.new_zeros(()) for m in magnitude]
+        results += [r for v in self.l1 for r in l1[v]] + [r for v in self.linf for r in linf[v]]
+        self._pieces.append(torch.stack(results).view(-1, len(group)).T)
+        self._owners += [name for name, _ in group]
+
+
+def _aligned(numel: int) -> int:
+    """``numel`` rounded up to 16 elements (64 bytes of float32): where the next piece of a row starts."""
+    return -(-numel // 16) * 16
+
+
+def _views(row: Tensor, sizes: list[int]) -> list[Tensor]:
+    """Consecutive pieces of ``row``, each starting where a tensor of its own would (a kernel's result
+    depends on the alignment of its operands: so each piece reduces exactly as the tensor alone)."""
+    if len(sizes) == 1:
+        return [row[: sizes[0]]]
+    starts = itertools.accumulate((_aligned(size) for size in sizes[:-1]), initial=0)
+    return [row[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+
+
+def _kind(parts: Parts) -> list[tuple[torch.dtype, torch.device]]:
+    """The dtypes and devices of a tensor's sources, which decide how a group reads them."""
+    return [(p.dtype, p.device) for pieces in parts.values() for p in pieces]
+
+
+def _built(row: Tensor, sizes: list[int], sources: list[list[Tensor]]) -> list[Tensor]:
+    """Pieces ``sources[i][0]`` (− ``sources[i][1]``) written into consecutive views of ``row``, widened to
+    its dtype first (a difference of bfloat16 tensors is taken in float32); multi-tensor kernels."""
+    views = _views(row, sizes)
+    firsts = [s[0] for s in sources]
+    if len(views) == 1 and len(sources[0]) > 1 and firsts[0].dtype == row.dtype:
+        torch.sub(firsts[0], sources[0][1], out=views[0])  # one kernel for a chunk of a large tensor
+        return views
+    if len(views) == 1:
+        views[0].copy_(firsts[0])
+    else:
+        torch._foreach_copy_(views, firsts)
+    if len(sources[0]) > 1:
+        torch._foreach_sub_(views, [s[1] for s in sources])
+    return views

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from optprobe.evaluation import Params, detached_copy
@@ -47,8 +48,8 @@ class Snapshots:
             copy = detached_copy(point())
         else:  # the oldest copy's tensors take x_s: no allocation once the history is full
             copy = reused
-            for name, p in point().items():
-                copy[name].copy_(p)
+            x = point()
+            torch._foreach_copy_([copy[name] for name in x], list(x.values()))  # one multi-tensor kernel
         self.history.insert(0, (s, copy))
 
     def at(self, t: int) -> dict[str, Params]:

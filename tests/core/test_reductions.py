@@ -70,3 +70,29 @@ def test_non_finite_entries_propagate(bad):
         assert math.isnan(sums.total) if math.isnan(bad) else sums.total == math.inf
         assert math.isnan(sums.per_layer[0]) if math.isnan(bad) else sums.per_layer[0] == math.inf
         assert math.isfinite(sums.per_layer[1])  # the other layer keeps its value
+
+
+def test_small_tensors_reduced_together_keep_their_own_dtypes_and_layers():
+    """Many small tensors (several groups of a chunk), bfloat16 beside float32: each read as its own dtype
+    (a bfloat16 difference taken in float32), each sum in its own layer."""
+    g = torch.Generator().manual_seed(1)
+    names = [f"l{i // 2}.{'weight' if i % 2 else 'bias'}" for i in range(48)]
+    dtypes = {n: torch.bfloat16 if i % 3 == 0 else torch.float32 for i, n in enumerate(names)}
+    sources = {
+        source: {n: torch.randn(50, 100, generator=g).to(dtypes[n]) for n in names}
+        for source in ("g", "x", "prev", "prev_grad")
+    }
+    layers = [layer_of(n) for n in names]
+    reduction = Reduction(sources, {("g", "dx_prev"), ("x", "x")}, l1={"dx_prev"}, linf={"g"})
+    for name in names:
+        reduction.add(name, sources)
+    dot_sums, l1, linf = reduction.result(names, layers)
+    for index, layer in enumerate(dict.fromkeys(layers)):
+        members = [n for n in names if layer_of(n) == layer]
+        exact = sum(float(_vector(sources, "g", n) @ _vector(sources, "dx_prev", n)) for n in members)
+        assert dot_sums[("g", "dx_prev")].per_layer[index] == pytest.approx(exact, rel=1e-5)
+        exact = sum(float(_vector(sources, "x", n) @ _vector(sources, "x", n)) for n in members)
+        assert dot_sums[("x", "x")].per_layer[index] == pytest.approx(exact, rel=1e-5)
+        exact = sum(float(_vector(sources, "dx_prev", n).abs().sum()) for n in members)
+        assert l1["dx_prev"].per_layer[index] == pytest.approx(exact, rel=1e-5)
+        assert linf["g"].per_layer[index] == max(float(_vector(sources, "g", n).abs().max()) for n in members)
