@@ -27,13 +27,11 @@ import argparse
 import copy
 import math
 import statistics
-import sys
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
-from curvature_peers import compare, peer_models
+from curvature_peers import compare, peer_models, pyhessian_top, small_cnn, xent
 from torch import nn
 
 from optprobe.curvature import HessianOperator, hessian_l11, sharpness
@@ -58,24 +56,11 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 def models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(64, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 10))
-    cnn = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(256, 10),
-    )
+    cnn = small_cnn()
     return {
         "mlp": (mlp, torch.randn(256, 64), torch.randint(0, 10, (256,))),
         "cnn": (cnn, torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))),
     }
-
-
-def xent(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
 def reference_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, bool]:
@@ -93,33 +78,6 @@ def ours_top(
         HessianOperator(ev, trained_parameters(ev.model), batch), tol=tol, max_iter=10_000, seed=seed
     )
     return spec.top[0], spec.n_hvps
-
-
-def pyhessian_top(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, tol: float, seed: int
-) -> tuple[float, int]:
-    from pyhessian import hessian
-
-    counter = {"n": 0}
-    ph = sys.modules["pyhessian.hessian"]  # the package re-exports the class under the module's name
-    original = ph.hessian_vector_product
-
-    def counted(*args: object) -> object:
-        counter["n"] += 1
-        return original(*args)
-
-    ph.hessian_vector_product = counted
-    try:
-        with torch.random.fork_rng(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")  # its own graph
-            torch.manual_seed(seed)  # PyHessian draws its start vector from the global generator
-            eigs, _ = hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).eigenvalues(
-                maxIter=10_000, tol=tol, top_n=1
-            )
-    finally:
-        ph.hessian_vector_product = original
-        model.zero_grad(set_to_none=True)
-    return float(eigs[0]), counter["n"]
 
 
 def timed(
@@ -216,7 +174,7 @@ def run(
                 continue
             t_theirs = at_target(
                 "PyHessian power",
-                lambda tol, s=seed: pyhessian_top(model, x, y, tol, s),
+                lambda tol, s=seed: pyhessian_top(model, (x, y), tol, s),
                 PYHESSIAN_TOLS,
                 reference,
                 target,
@@ -240,7 +198,7 @@ def run(
             print(f"-- same stopping tolerance {tol:.0e}, start seed {seed}")
             t_ours = timed("ours  Lanczos", lambda t: ours_top(ev, batch, t, seed), tol, reference, repeats)
             t_theirs = timed(
-                "PyHessian power", lambda t: pyhessian_top(model, x, y, t, seed), tol, reference, repeats
+                "PyHessian power", lambda t: pyhessian_top(model, (x, y), t, seed), tol, reference, repeats
             )
             print(f"PyHessian time / ours = ×{t_theirs / t_ours:.2f}")
 

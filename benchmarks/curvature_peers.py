@@ -53,11 +53,9 @@ def xent(model: nn.Module, batch: Batch) -> torch.Tensor:
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
-def peer_models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
-    """A small MLP (d = 3466) whose exact trace is cheap, and the small CNN of benchmarks/curvature.py."""
-    torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10))
-    cnn = nn.Sequential(
+def small_cnn() -> nn.Module:
+    """Two 3×3 convolutions (8, 16 channels) and a linear head on 16×16 RGB: the benchmarks' CNN."""
+    return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -67,6 +65,13 @@ def peer_models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
         nn.Flatten(),
         nn.Linear(256, 10),
     )
+
+
+def peer_models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """A small MLP (d = 3466) whose exact trace is cheap, and the small CNN of benchmarks/curvature.py."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10))
+    cnn = small_cnn()
     return {
         "mlp32": (mlp, torch.randn(256, 64), torch.randint(0, 10, (256,))),
         "cnn": (cnn, torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))),

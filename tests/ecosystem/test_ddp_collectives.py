@@ -126,15 +126,20 @@ def _mse(model: nn.Module, batch) -> torch.Tensor:
 
 def _curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
     """One probed step whose periodic metrics run on the training batch (each rank's shard of it)."""
-    x, y = _curvature_data()
-    batch = (x[rank::world], y[rank::world])
     periodic = [
         Sharpness(every=1, k=2, bottom=True, max_iter=50),
         HessianTrace(every=1, n_probes=20, seed=3),
         HessianL11(every=1, n_probes=10, seed=4),
     ]
+    return _probed_step(model, rank, world, periodic)
+
+
+def _probed_step(model: nn.Module, rank: int, world: int, periodic: list, eval_loader=None) -> dict:
+    """The row of one probed step on this rank's shard of the curvature data."""
+    x, y = _curvature_data()
+    batch = (x[rank::world], y[rank::world])
     config = ProbeConfig(metrics=("norms",))
-    probe = Probe(model, _mse, config=config, periodic=periodic, out_dir=None)
+    probe = Probe(model, _mse, config=config, periodic=periodic, eval_loader=eval_loader, out_dir=None)
     probe.begin_step(batch)
     model.zero_grad()
     loss = _mse(model, batch)
@@ -165,20 +170,13 @@ def _full_curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict
     x, y = _curvature_data()
     starts = [sum(CHUNKS[:i]) for i in range(len(CHUNKS))]
     chunks = [(x[a : a + n], y[a : a + n]) for a, n in zip(starts, CHUNKS, strict=True)]
-    batch = (x[rank::world], y[rank::world])
     periodic = [
         Sharpness(every=1, k=2, bottom=True, max_iter=50, on="eval"),
         HessianTrace(every=1, n_probes=20, seed=3, on="eval"),
         HessianL11(every=1, n_probes=10, seed=4, on="eval"),
         DiagonalGeometry(every=1, per_layer=100, n_boot=10, on="eval"),
     ]
-    config, mine = ProbeConfig(metrics=("norms",)), chunks[rank::world]
-    probe = Probe(model, _mse, config=config, periodic=periodic, eval_loader=mine, out_dir=None)
-    probe.begin_step(batch)
-    model.zero_grad()
-    loss = _mse(model, batch)
-    loss.backward()
-    return probe.end_step(loss)
+    return _probed_step(model, rank, world, periodic, chunks[rank::world])
 
 
 def _full_curvature_worker(rank: int) -> dict:
