@@ -11,6 +11,7 @@ again resumes where it stopped and produces the same table as an uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import itertools
@@ -21,6 +22,7 @@ import pickle
 import signal
 import threading
 import time
+import typing
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
@@ -40,7 +42,7 @@ from optprobe.experiments.tasks import Task, build_task, check_task_options
 from optprobe.files import remove_dead_temporaries, write_atomic
 from optprobe.locks import LOCK_NAME, run_dir_lock
 from optprobe.optim import build_optimizer, rotate_model
-from optprobe.probe import Probe, ProbeConfig
+from optprobe.probe import Probe
 from optprobe.runinfo import as_stored, read_run_info, update_run_info
 from optprobe.sinks import Sink
 from optprobe.sinks.table import LOG_NAME, read_table
@@ -48,6 +50,10 @@ from optprobe.sinks.table import LOG_NAME, read_table
 CHECKPOINT = "checkpoint.pt"
 #: Settings that do not change a run's results: changing them on a run directory is not a new configuration.
 _NOT_RESULTS = ("keep_checkpoint",)
+#: RunConfig's fields that are tables of typed settings (dataclasses), compared setting by setting.
+_SETTINGS_TABLES = tuple(
+    name for name, tp in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(tp)
+)
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "probe", "rng", "step", "epoch", "batch_in_epoch")
 EVAL_CHUNK = 1024
 
@@ -108,6 +114,7 @@ def check_experiment(experiment: ExperimentConfig) -> None:
     """Refuse, before anything is written, what only the runner can check: task and curvature options."""
     for run in experiment.runs:
         check_task_options(run.task, run.task_options)
+        run.probe.probe_config(run.seed)  # its metric names, which reading the file leaves unchecked
         _curvature(run)
 
 
@@ -146,7 +153,7 @@ def _train_one(
     probe = Probe(
         model,
         task.loss_fn,
-        config=_probe_config(run),
+        config=run.probe.probe_config(run.seed),
         optimizer=optimizer,
         reference=reference,
         eval_loader=_eval_loader(run, task, device),
@@ -304,7 +311,7 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
     """Refuse to skip or resume a run directory that was made with another configuration."""
     if recorded is None:
         return
-    recorded, wanted = as_stored(recorded), as_stored(wanted)
+    recorded, wanted = _flat(as_stored(recorded)), _flat(as_stored(wanted))
     changed = [
         f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
         for key in wanted
@@ -317,6 +324,17 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
             f"{run_dir} holds a run made with another configuration ({'; '.join(changed[:4])}{more}): "
             f"give --out a new directory, or delete {run_dir} to redo it"
         )
+
+
+def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings with its tables of settings (probe, rotation) spread out as ``probe.every`` …, so
+    that a setting newer than a run is found inside them too; a free table (task_options) stays whole,
+    since a key added there is a change."""
+    flat = dict(settings)
+    for name in _SETTINGS_TABLES:
+        if isinstance(flat.get(name), dict):
+            flat.update({f"{name}.{key}": value for key, value in flat.pop(name).items()})
+    return flat
 
 
 def _train_step(
@@ -396,21 +414,6 @@ def _to_device(batch: Batch, device: str) -> Batch:
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     return type(batch)(_to_device(b, device) for b in batch) if isinstance(batch, (list, tuple)) else batch
-
-
-def _probe_config(run: RunConfig) -> ProbeConfig:
-    s = run.probe
-    return ProbeConfig(
-        metrics=tuple(s.metrics),
-        every=s.every,
-        betas=tuple(s.betas),
-        window=s.window,
-        per_layer=s.per_layer,
-        full_batch_every=s.full_batch_every,
-        full_batch_at_epoch_end=s.full_batch_at_epoch_end,
-        seed=run.seed,
-        eval_mode=s.eval_mode,
-    )
 
 
 def _curvature(run: RunConfig) -> list[Any]:
