@@ -44,6 +44,7 @@ from optprobe.evaluation import (
     Params,
     RngState,
     batch_devices,
+    cuda_devices,
     trained_parameters,
 )
 from optprobe.measurement import Pending, StepMeasurement
@@ -330,7 +331,7 @@ class Probe:
         grads = self._gradients()
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
-        loss_value = _rank_mean(loss, next(iter(self.params.values())).device)
+        loss_value = _loss_averaged_over_ranks(loss, next(iter(self.params.values())).device)
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": loss_value}
         if self.optimizer is not None:
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -371,7 +372,7 @@ class Probe:
     def _periodic(self, metric: PeriodicMetric, t: int, batch: Batch) -> dict[str, float]:
         if self.periodic_batch is None:
             self.periodic_batch = next(iter(self.eval_loader)) if self.eval_loader is not None else batch
-        with self._eval_context(), torch.random.fork_rng(devices=_cuda_indices(self.params)):
+        with self._eval_context(), torch.random.fork_rng(devices=cuda_devices(self.params)):
             torch.manual_seed(self.config.seed)
             return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
 
@@ -547,8 +548,9 @@ def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> Non
             )
 
 
-def _rank_mean(loss: Tensor | float, device: torch.device) -> float:
-    """The step's loss averaged over data-parallel ranks (the local value without a process group)."""
+def _loss_averaged_over_ranks(loss: Tensor | float, device: torch.device) -> float:
+    """The step's loss averaged over data-parallel ranks, as a new float (the local value without a
+    process group); ``loss`` is left as it is."""
     if not is_distributed():
         return as_float(loss)
     value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
@@ -561,6 +563,3 @@ def _count_rows(run_dir: Path) -> int | None:
 
     return len(read_table(run_dir)) if (run_dir / LOG_NAME).exists() else None
 
-
-def _cuda_indices(params: Mapping[str, Tensor]) -> list[int]:
-    return sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})
