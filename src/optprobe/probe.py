@@ -394,9 +394,7 @@ class Probe:
         scaler = self.grad_scaler
         if scaler is None or not scaler.is_enabled():
             return
-        from torch.amp.grad_scaler import OptState
-
-        if scaler._per_optimizer_states[id(self.optimizer)]["stage"] is not OptState.UNSCALED:
+        if not _unscaled_this_step(scaler, self.optimizer):
             scaler.unscale_(self.optimizer)
 
     def _gradients(self) -> Params:
@@ -556,6 +554,18 @@ def _loss_averaged_over_ranks(loss: Tensor | float, device: torch.device) -> flo
     value = torch.tensor(as_float(loss), dtype=torch.float64, device=device)
     all_reduce_([value], mean=True)
     return float(value)
+
+
+def _unscaled_this_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``scaler.unscale_(optimizer)`` was called since the last ``update``.
+
+    GradScaler has no public way to ask: its ``unscale_`` raises a RuntimeError when called twice (a
+    message, not a type, tells it from its other errors), so this reads the stage GradScaler keeps per
+    optimizer. tests/core/test_torch_internals.py fails, naming this function, when torch changes it.
+    """
+    from torch.amp.grad_scaler import OptState
+
+    return scaler._per_optimizer_states[id(optimizer)]["stage"] is OptState.UNSCALED
 
 
 def _count_rows(run_dir: Path) -> int | None:
