@@ -174,3 +174,16 @@ def test_rotation_geometry_draws_seeds_with_identical_values():
     fig = figure_functions("rotation")["rotation_geometry"](runs)
     assert fig is not None
     plt.close(fig)
+
+
+def test_a_figure_column_is_one_a_metric_class_declares():
+    """Figures name their columns through figures_base.column, which checks the stem against the metric
+    classes' declared columns: a renamed metric column fails when the figures load, not as an empty plot."""
+    from optprobe.errors import OptprobeError
+    from optprobe.metrics.convexity import ConvexityGap
+    from optprobe.report.figures_base import column
+
+    assert column("inst_gap", "prev") == "inst_gap_prev" and "inst_gap" in ConvexityGap.columns
+    assert column("loss") == "loss"
+    with pytest.raises(OptprobeError, match="'inst_gapp', which no metric class declares"):
+        column("inst_gapp", "prev")

@@ -9,7 +9,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from optprobe.curvature.relaxed import relaxed_smoothness
-from optprobe.report.figures_base import COLOURS, Group, Runs, auto_scale, finish_grid, grid, seed_groups
+from optprobe.report.figures_base import (
+    COLOURS,
+    Group,
+    Runs,
+    auto_scale,
+    column,
+    finish_grid,
+    grid,
+    seed_groups,
+)
 from optprobe.report.notation import mpl_math
 from optprobe.report.verdicts import MIN_POINTS, paired
 
@@ -19,9 +28,9 @@ def _pairs(group: Group) -> pd.DataFrame:
     fewer than MIN_POINTS rows have the full one (as the report card's check does)."""
     frames = []
     for table in group.tables:
-        pairs = paired(table, "full_grad_norm", "inst_smooth_prev")
+        pairs = paired(table, column("full_grad_norm"), column("inst_smooth", "prev"))
         if len(pairs) < MIN_POINTS:
-            pairs = paired(table, "grad_norm", "inst_smooth_prev")
+            pairs = paired(table, column("grad_norm"), column("inst_smooth", "prev"))
         frames.append(pairs.set_axis(["g", "L"], axis=1))
     return pd.concat(frames) if frames else pd.DataFrame(columns=["g", "L"])
 
@@ -44,19 +53,23 @@ def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
         ax.plot(grid_g, fit.l0 + fit.l1 * grid_g, color=COLOURS[1], lw=1.8, label="fit L0 + L1‖∇F‖")
         ax.axhline(float(s.max()), color="0.3", lw=1.0, ls="--", label="constant L = max L̂_t")
         auto_scale(ax, g, axis="x")
-        name = "‖∇F(x_t)‖" if group.per_seed("full_grad_norm") else "‖g_t‖ (minibatch)"
+        name = "‖∇F(x_t)‖" if group.per_seed(column("full_grad_norm")) else "‖g_t‖ (minibatch)"
         ax.set_xlabel(mpl_math(name))
         ax.set_ylabel(mpl_math("L̂_t"))
         ax.set_title(f"{group.label}: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}", fontsize=10)
     return finish_grid(fig, axes, 1)
 
 
+#: DiagonalGeometry's columns: R_med per layer (``r_med/<layer>``), its bootstrap interval, the loss level
+R_MED, R_MED_LOW, R_MED_HIGH, R_MED_LEVEL = (column("r_med", part) for part in ("", "low", "high", "level"))
+
+
 def _by_level(table: pd.DataFrame) -> pd.DataFrame:
     """Rows where R_med was measured at a loss level, indexed by ``r_med_level`` (first crossing only)."""
-    if "r_med_level" not in table.columns:
+    if R_MED_LEVEL not in table.columns:
         return pd.DataFrame()
-    levels = pd.to_numeric(table["r_med_level"], errors="coerce")
-    return table[np.isfinite(levels)].drop_duplicates("r_med_level").set_index("r_med_level").sort_index()
+    levels = pd.to_numeric(table[R_MED_LEVEL], errors="coerce")
+    return table[np.isfinite(levels)].drop_duplicates(R_MED_LEVEL).set_index(R_MED_LEVEL).sort_index()
 
 
 def r_med_at_loss_levels(runs: Runs) -> Figure | None:
@@ -67,7 +80,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
     groups = [(g, [_by_level(t) for t in g.tables]) for g in seed_groups(runs)]
     groups = [(g, f) for g, f in groups if any(len(x) for x in f)]
     layers = list(dict.fromkeys(c.split("/", 1)[1] for _, f in groups for x in f for c in x.columns
-                                if c.startswith("r_med/")))  # fmt: skip
+                                if c.startswith(f"{R_MED}/")))  # fmt: skip
     if not layers:
         return None
     fig, axes = grid(len(layers), "R_med per layer at equal training loss (Jiang et al.)")
@@ -75,7 +88,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
     for ax, layer in zip(axes, layers, strict=True):
         values = []
         for i, (group, frames) in enumerate(groups):
-            per_seed = [f[f"r_med/{layer}"].dropna() for f in frames if f"r_med/{layer}" in f.columns]
+            per_seed = [f[f"{R_MED}/{layer}"].dropna() for f in frames if f"{R_MED}/{layer}" in f.columns]
             per_seed = [s for s in per_seed if len(s)]
             if not per_seed:
                 continue
@@ -85,7 +98,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
                 low, high = frame.min(axis=1), frame.max(axis=1)
             else:
                 one = frames[0]
-                low, high = one.get(f"r_med_low/{layer}", mean), one.get(f"r_med_high/{layer}", mean)
+                low, high = one.get(f"{R_MED_LOW}/{layer}", mean), one.get(f"{R_MED_HIGH}/{layer}", mean)
             colour = COLOURS[i % len(COLOURS)]
             low, high = low.reindex(mean.index).to_numpy(float), high.reindex(mean.index).to_numpy(float)
             whiskers = np.vstack([mean.to_numpy() - low, high - mean.to_numpy()]).clip(min=0)
