@@ -12,7 +12,7 @@ from optprobe.experiments.models.cnn import CNN1D, SmallCNN
 from optprobe.experiments.models.mlp import MLP
 from optprobe.experiments.models.resnet import resnet_cifar
 from optprobe.experiments.tasks.losses import cross_entropy_loss, onehot_squared_loss
-from optprobe.experiments.tasks.registry import Task, make_task, register
+from optprobe.experiments.tasks.registry import LossFn, Task, make_task, register
 
 
 @register
@@ -35,6 +35,18 @@ def mlp_digits(
     )
 
 
+def _edge_of_stability_digits(
+    loss: str, n_samples: int, seed: int, as_images: bool
+) -> tuple[LossFn, TensorDataset, TensorDataset]:
+    """(loss, train, eval) of the edge-of-stability digits tasks: the first ``n_samples`` training digits,
+    and "mse" (squared error to one-hot labels) or "ce" (cross-entropy)."""
+    losses = {"mse": onehot_squared_loss, "ce": cross_entropy_loss}
+    if loss not in losses:
+        raise OptprobeError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    train, eval = load_sklearn("digits", seed=seed, as_images=as_images)
+    return losses[loss], TensorDataset(*(t[:n_samples] for t in train.tensors)), eval
+
+
 @register
 def tanh_mlp_digits(
     widths: tuple[int, ...] = (64, 64),
@@ -48,14 +60,10 @@ def tanh_mlp_digits(
     batch_size defaults to the whole training subset; loss is "mse" (on one-hot labels, as in the paper's
     cleanest plots) or "ce".
     """
-    losses = {"mse": onehot_squared_loss, "ce": cross_entropy_loss}
-    if loss not in losses:
-        raise OptprobeError(f"loss must be one of {sorted(losses)}, got {loss!r}")
-    train, eval = load_sklearn("digits", seed=seed)
-    train = TensorDataset(*(t[:n_samples] for t in train.tensors))
+    loss_fn, train, eval = _edge_of_stability_digits(loss, n_samples, seed, as_images=False)
     return make_task(
         lambda: MLP(64, 10, widths, "tanh"),
-        losses[loss],
+        loss_fn,
         train,
         eval,
         batch_size or len(train),
@@ -88,14 +96,10 @@ def tanh_cnn_digits(
     """Small tanh CNN on a digits subset as (1, 8, 8) images, for full-batch GD at the edge of stability
     (the CNN of Cohen et al. 2021 at laptop scale); batch_size defaults to the whole subset, loss is
     "mse" (one-hot targets) or "ce"."""
-    losses = {"mse": onehot_squared_loss, "ce": cross_entropy_loss}
-    if loss not in losses:
-        raise OptprobeError(f"loss must be one of {sorted(losses)}, got {loss!r}")
-    train, eval = load_sklearn("digits", seed=seed, as_images=True)
-    train = TensorDataset(*(t[:n_samples] for t in train.tensors))
+    loss_fn, train, eval = _edge_of_stability_digits(loss, n_samples, seed, as_images=True)
     return make_task(
         lambda: SmallCNN(1, 10, 8, channels, "tanh"),
-        losses[loss],
+        loss_fn,
         train,
         eval,
         batch_size or len(train),
