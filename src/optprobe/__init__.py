@@ -11,12 +11,13 @@ __version__ = "0.1.0"
 from optprobe.errors import OptprobeError, ProbeWarning  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from optprobe.probe import Probe, ProbeConfig
+    from optprobe.probe import Probe
+    from optprobe.probe_config import ProbeConfig
     from optprobe.sinks import read_table
 
 __all__ = ["OptprobeError", "Probe", "ProbeConfig", "ProbeWarning", "__version__", "read_table"]
 
-_LAZY = {"Probe": "optprobe.probe", "ProbeConfig": "optprobe.probe", "read_table": "optprobe.sinks"}
+_LAZY = {"Probe": "optprobe.probe", "ProbeConfig": "optprobe.probe_config", "read_table": "optprobe.sinks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -155,7 +155,7 @@ class Evaluator:
         The CUDA generators of the model's devices are forked too, so a pass never advances the random
         numbers training draws next, whether or not it replays a state.
         """
-        model_devices = _cuda_devices(dict(self.model.named_parameters()))
+        model_devices = cuda_devices(dict(self.model.named_parameters()))
         devices = sorted(set(model_devices) | set(rng.devices() if rng is not None else []))
         with torch.random.fork_rng(devices=devices):
             if rng is not None:
@@ -226,7 +226,7 @@ class Evaluator:
                 leaves,
                 consume,
                 backward,
-                _rank_mean_ if collective else None,
+                _average_over_ranks_in_place if collective else None,
                 order=list(reversed(leaves)) if collective else None,
             )
         if across_ranks:
@@ -247,7 +247,7 @@ class Evaluator:
         total_loss: Tensor | None = None
         total_grad: Params | None = None
         count = 0
-        with torch.random.fork_rng(devices=_cuda_devices(params)):
+        with torch.random.fork_rng(devices=cuda_devices(params)):
             for index, chunk in enumerate(self._chunks(loader)):
                 torch.manual_seed(chunk_seed(seed, index))
                 n = batch_size(chunk)
@@ -377,10 +377,12 @@ def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _rank_mean_(grad: Tensor) -> Tensor:
+def _average_over_ranks_in_place(grad: Tensor) -> Tensor:
+    """grad ← its mean over data-parallel ranks, in place (a gradient bucket of the streamed backward)."""
     all_reduce_([grad], mean=True)
     return grad
 
 
-def _cuda_devices(params: Mapping[str, Tensor]) -> list[int]:
+def cuda_devices(params: Mapping[str, Tensor]) -> list[int]:
+    """The CUDA device indices ``params`` live on: the generators a ``torch.random.fork_rng`` must fork."""
     return sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})

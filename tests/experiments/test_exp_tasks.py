@@ -135,3 +135,38 @@ def test_user_data_tasks(tmp_path):
 
     with pytest.raises(OptprobeError, match="x.npy and y.npy"):
         build_task("numpy_mlp", path=str(tmp_path / "nothing"))
+
+
+LANGUAGE_TASKS = ["gpt_shakespeare", "bert_shakespeare", "text_gpt", "hf_gpt2", "hf_bert"]
+
+
+@pytest.mark.parametrize("name", LANGUAGE_TASKS)
+def test_language_tasks_take_the_transformer_options_declared_once(name):
+    """Each language-model task's options hold Transformer's fields with its defaults, in one run."""
+    import dataclasses
+
+    from optprobe.experiments.tasks import Transformer
+
+    names = list(task_options(name))
+    shared = [f.name for f in dataclasses.fields(Transformer)]
+    start = names.index(shared[0])
+    assert names[start : start + len(shared)] == shared
+    assert all(task_options(name)[f.name] == f.default for f in dataclasses.fields(Transformer))
+
+
+def test_a_language_task_built_with_positional_options_is_the_same_task():
+    """The builders keep their flat signatures: positional arguments still land on the same options."""
+    needs("gpt_shakespeare")
+    from optprobe.experiments.tasks import gpt_shakespeare
+
+    by_position = gpt_shakespeare(16, 1, 2, 16, 0.0, True, 4000)
+    by_name = build_task("gpt_shakespeare", **{**TINY_LM, "math_attention": True})
+    assert by_position.summary == by_name.summary and len(by_position.train) == len(by_name.train)
+    torch.manual_seed(0)
+    model = by_position.model_fn()
+    torch.manual_seed(0)
+    pairs = zip(model.parameters(), by_name.model_fn().parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in gpt_shakespeare().model_fn().parameters()
+    )

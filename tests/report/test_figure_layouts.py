@@ -189,3 +189,16 @@ def test_relaxed_smoothness_scatter_uses_the_secant_smoothness_of_f_when_measure
     assert _titles(fig)[0] == f"sgd: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}"
     assert "secant" in fig.axes[0].get_ylabel()
     plt.close(fig)
+
+
+def test_a_figure_column_is_one_a_metric_class_declares():
+    """Figures name their columns through figures_base.column, which checks the stem against the metric
+    classes' declared columns: a renamed metric column fails when the figures load, not as an empty plot."""
+    from optprobe.errors import OptprobeError
+    from optprobe.metrics.convexity import ConvexityGap
+    from optprobe.report.figures_base import column
+
+    assert column("inst_gap", "prev") == "inst_gap_prev" and "inst_gap" in ConvexityGap.columns
+    assert column("loss") == "loss"
+    with pytest.raises(OptprobeError, match="'inst_gapp', which no metric class declares"):
+        column("inst_gapp", "prev")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from optprobe.errors import OptprobeError
 from optprobe.experiments.config import experiment_from_dict, load_experiment
+from optprobe.probe_config import ProbeConfig
 
 BASE = {
     "name": "demo",
@@ -41,6 +43,27 @@ def test_defaults_runs_quick_and_overrides_merge_in_that_order():
     assert isinstance(a.lr, float)
 
 
+def _as_toml(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(ProbeConfig)])
+def test_every_probe_config_field_is_a_key_of_the_probe_table(name):
+    """The probe table is ProbeConfig (issue 17: a copy of it refused replay_rng): each field, written with
+    its own default, is accepted and reaches the Probe's config."""
+    default = getattr(ProbeConfig(), name)
+    exp = experiment_from_dict({**BASE, "runs": [{"label": "a", "probe": {name: _as_toml(default)}}]})
+    assert getattr(exp.runs[0].probe.probe_config(run_seed=0), name) == default
+
+
+def test_probe_table_settings_reach_the_probe_and_its_seed_is_the_runs_unless_set():
+    runs = [{"label": "a", "seed": 3, "probe": {"replay_rng": False}}, {"label": "b", "probe": {"seed": 7}}]
+    a, b = experiment_from_dict({**BASE, "runs": runs}).runs
+    assert a.probe.probe_config(a.seed).replay_rng is False and a.probe.probe_config(a.seed).seed == 3
+    assert b.probe.probe_config(b.seed).seed == 7 and b.probe.probe_config(b.seed).replay_rng is True
+    assert a.probe.metrics == ProbeConfig().metrics  # one default metric list
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -57,6 +80,9 @@ def test_defaults_runs_quick_and_overrides_merge_in_that_order():
         (["epochs=0"], "set epochs or max_steps"),
         (["probe.metrics=[1, 2]"], r"metrics\[0\] must be of type str"),
         (["random_scaling=1"], "random_scaling must be of type bool"),
+        (["probe.every=0"], "run 'a': probe: every must be a positive number"),
+        (["probe.window=epochs"], "window must be 'epoch' or 'none'"),
+        (["probe.seed=x"], "seed must be an integer"),
     ],
 )
 def test_bad_overrides_name_the_key_and_what_was_expected(overrides, message):

@@ -74,3 +74,25 @@ def test_a_finished_run_records_its_wall_time(tmp_path):
     assert main(["run", "convex_sanity", *QUICK, "--out", str(tmp_path)]) == 0
     info = read_run_info(tmp_path / "convex_sanity" / "least_squares_gd")
     assert info["finished"] is True and 0 < info["wall_seconds"] < 600
+
+
+def test_a_run_made_before_a_probe_setting_existed_is_still_the_same_configuration(tmp_path):
+    """run.json of a run written before ProbeConfig's replay_rng and seed were probe-table keys: its run
+    is skipped (finished), not refused; a changed probe setting is still refused."""
+    import json
+
+    out = str(tmp_path)
+    assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0
+    for path in tmp_path.glob("convex_sanity/*/run.json"):
+        info = json.loads(path.read_text())
+        for key in ("replay_rng", "seed"):
+            del info["run_config"]["probe"][key]
+        path.write_text(json.dumps(info))
+    assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0
+    assert main(["run", "convex_sanity", *QUICK, "--out", out, "--set", "probe.every=2"]) == 2
+
+
+def test_an_unknown_probe_metric_is_refused_before_anything_is_written(tmp_path, capsys):
+    overrides = ["--set", "probe.metrics=['normz']"]
+    assert main(["run", "convex_sanity", *QUICK, "--out", str(tmp_path), *overrides]) == 2
+    assert "unknown metric family 'normz'" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -25,7 +25,7 @@ from optprobe.curvature.hvp import HessianOperator, ParamLayout, check_one_dtype
 from optprobe.curvature.operator import MatmulMixin
 from optprobe.distributed import all_reduce_, is_distributed
 from optprobe.errors import OptprobeError
-from optprobe.evaluation import Batch, Evaluator, batch_size, chunk_seed
+from optprobe.evaluation import Batch, Evaluator, batch_size, chunk_seed, cuda_devices
 
 
 class FullHessianOperator(MatmulMixin):
@@ -106,7 +106,7 @@ class FullHessianOperator(MatmulMixin):
             yield from self._kept
             return
         kept = []
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        cuda = cuda_devices(self.params)
         for index, chunk in enumerate(self.evaluator._chunks(self.loader)):
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(chunk_seed(self.seed, index))  # the operator captures this state

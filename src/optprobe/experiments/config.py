@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optprobe.errors import OptprobeError
+from optprobe.probe_config import ProbeConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,17 +36,25 @@ class CurvatureSpec:
 
 
 @dataclass
-class ProbeSettings:
-    """The Probe's configuration, as in :class:`optprobe.probe.ProbeConfig`."""
+class ProbeSettings(ProbeConfig):
+    """A run's ``probe`` table: :class:`optprobe.probe_config.ProbeConfig`'s fields, defaults and checks,
+    except ``seed``, whose default None means the run's own seed. The metric names are checked by the
+    runner (``check_experiment``), as that loads the metrics and torch."""
 
-    metrics: list[str] = field(default_factory=lambda: ["convexity", "smoothness", "correlation", "norms"])
-    every: int = 1
-    betas: list[float] = field(default_factory=lambda: [0.99])
-    window: str = "epoch"
-    per_layer: bool = False
-    full_batch_every: int = 0
-    full_batch_at_epoch_end: bool = True
-    eval_mode: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        seed, self.seed = self.seed, 0 if self.seed is None else self.seed
+        super().__post_init__()
+        self.seed = None if seed is None else self.seed
+
+    def _check_metrics(self) -> None:
+        """Left to the runner: reading an experiment file must not import torch."""
+
+    def probe_config(self, run_seed: int) -> ProbeConfig:
+        """These settings as the Probe's own :class:`ProbeConfig`, seeded by ``run_seed`` unless set."""
+        values = {f.name: getattr(self, f.name) for f in fields(ProbeConfig)}
+        return ProbeConfig(**{**values, "seed": run_seed if self.seed is None else self.seed})
 
 
 @dataclass
@@ -286,7 +295,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise OptprobeError(f"{where}: the key {required[0]!r} is required (e.g. {required[0]} = \"…\")")
     hints = typing.get_type_hints(cls)
     values = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except OptprobeError as exc:  # a dataclass's own checks (ProbeConfig's) name no key's place
+        raise OptprobeError(f"{where}: {exc}") from None
 
 
 def _is_required(f: dataclasses.Field) -> bool:
@@ -304,6 +316,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise OptprobeError(f"{where} must be a list, got {value!r}")
         return [_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:  # tuple[X, ...]: a TOML array
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise OptprobeError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise OptprobeError(f"{where} must be a table, got {value!r}")

@@ -11,6 +11,8 @@ again resumes where it stopped and produces the same table as an uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import inspect
 import itertools
@@ -21,9 +23,10 @@ import pickle
 import signal
 import threading
 import time
+import typing
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from optprobe.experiments.tasks import Task, build_task, check_task_options
 from optprobe.files import remove_dead_temporaries, write_atomic
 from optprobe.locks import LOCK_NAME, run_dir_lock
 from optprobe.optim import build_optimizer, rotate_model
-from optprobe.probe import Probe, ProbeConfig
+from optprobe.probe import Probe
 from optprobe.runinfo import as_stored, read_run_info, update_run_info
 from optprobe.sinks import Sink
 from optprobe.sinks.table import LOG_NAME, read_table
@@ -48,6 +51,10 @@ from optprobe.sinks.table import LOG_NAME, read_table
 CHECKPOINT = "checkpoint.pt"
 #: Settings that do not change a run's results: changing them on a run directory is not a new configuration.
 _NOT_RESULTS = ("keep_checkpoint",)
+#: RunConfig's fields that are tables of typed settings (dataclasses), compared setting by setting.
+_SETTINGS_TABLES = tuple(
+    name for name, tp in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(tp)
+)
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "probe", "rng", "step", "epoch", "batch_in_epoch")
 EVAL_CHUNK = 1024
 
@@ -109,6 +116,7 @@ def check_experiment(experiment: ExperimentConfig) -> None:
     """Refuse, before anything is written, what only the runner can check: task and curvature options."""
     for run in experiment.runs:
         check_task_options(run.task, run.task_options)
+        run.probe.probe_config(run.seed)  # its metric names, which reading the file leaves unchecked
         _curvature(run)
 
 
@@ -120,119 +128,108 @@ def _remove_if_empty(run_dir: Path) -> None:
             folder.rmdir()
 
 
+@dataclass
+class _Position:
+    """Where training stands: steps done, the epoch, and the batches done in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+@dataclass
+class _Training:
+    """What one run (or its pilot) trains: the model, optimizer and schedule, and how many steps."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _training(run: RunConfig, task: Task, device: str) -> _Training:
+    """The model initialised from ``run.seed``, its optimizer and the run's learning-rate schedule."""
+    model = _model(run, task, run.seed, device)
+    optimizer = _optimizer(run, model)  # draws nothing from the global RNG
+    steps_per_epoch = _steps_per_epoch(run, task)
+    total_steps = run.max_steps or run.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.schedule, total_steps))
+    return _Training(model, optimizer, scheduler, steps_per_epoch, total_steps)
+
+
+def _train(
+    run: RunConfig, task: Task, training: _Training, device: str, at: _Position,
+    train_step: Callable[[Batch], Any], after_step: Callable[[Any], None] = lambda loss: None,
+    end_epoch: Callable[[], object] = lambda: None,
+) -> None:  # fmt: skip
+    """The training loop of a run and of its pilot, from ``at`` (advanced in place) to the last step:
+    ``train_step(batch)`` (forward, backward, optimizer step; returns the loss) and the schedule's step
+    on each batch of :func:`_train_batches`, then ``after_step(loss)``; ``end_epoch()`` at each epoch's
+    end, also one still due at ``at`` (a run resumed just after its epoch's last batch)."""
+    while True:
+        if at.batch_in_epoch == training.steps_per_epoch:
+            end_epoch()
+            at.epoch, at.batch_in_epoch = at.epoch + 1, 0
+        if at.step >= training.total_steps:
+            return
+        for batch in itertools.islice(_train_batches(run, task, at.epoch, device), at.batch_in_epoch, None):
+            loss = train_step(batch)
+            training.scheduler.step()
+            at.step, at.batch_in_epoch = at.step + 1, at.batch_in_epoch + 1
+            after_step(loss)
+            if at.step >= training.total_steps:
+                break
+
+
 def _train_one(
     run: RunConfig, run_dir: Path, experiment: ExperimentConfig, device: str = "cpu", progress: bool = True,
     sinks: Sequence[Sink] = (), on_pilot: Callable[[], None] | None = None,
 ) -> Path:  # fmt: skip
     """:func:`run_one` under the lock."""
-    if (run_dir / "run.json").exists():
-        info = read_run_info(run_dir)
-        _check_same_config(info.get("run_config"), asdict(run), run_dir)
-        if info.get("finished"):
-            return run_dir
-    elif (run_dir / LOG_NAME).exists():  # run.json is written before the first row: the folder is damaged
-        raise OptprobeError(
-            f"{run_dir} holds a table but no run.json, so it is no run optprobe can resume; delete {run_dir} "
-            "to redo the run, or run into a new --out"
-        )
+    if _finished(run, run_dir):
+        return run_dir
     task = build_task(run.task, **run.task_options)
-    model = _model(run, task, run.seed, device)
+    training = _training(run, task, device)
     reference = _reference(run, task, run_dir.parent / "_cache", device, on_pilot)
-    optimizer = _optimizer(run, model)
-    steps_per_epoch = _steps_per_epoch(run, task)
-    total_steps = run.max_steps or run.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.schedule, total_steps))
     checkpoint = run_dir / CHECKPOINT
     state = _load_checkpoint(checkpoint) if checkpoint.exists() else None
     probe = Probe(
-        model,
-        task.loss_fn,
-        config=_probe_config(run),
-        optimizer=optimizer,
-        reference=reference,
-        eval_loader=_eval_loader(run, task, device),
-        periodic=_curvature(run),
-        periodic_batch=_curvature_batch(run, task, device),
-        out_dir=run_dir,
-        sinks=sinks,
-        if_exists="resume" if state is not None else "overwrite",
-        run_info={
-            "experiment": experiment.name,
-            "finding": experiment.finding,
-            "criterion": experiment.criterion,
-            "finding_test": experiment.finding_test or experiment.name,
-            "label": run.label,
-            "task": run.task,
-            "optimizer": run.optimizer,
-            "lr": run.lr,
-            "seed": run.seed,
-            "full_batch": _batch_size(run, task) >= len(task.train),
-            "random_scaling": run.random_scaling,
-            "run_config": asdict(run),
-        },
-    )
+        training.model, task.loss_fn, config=run.probe.probe_config(run.seed), optimizer=training.optimizer,
+        reference=reference, eval_loader=_eval_loader(run, task, device), periodic=_curvature(run),
+        periodic_batch=_curvature_batch(run, task, device), out_dir=run_dir, sinks=sinks,
+        if_exists="resume" if state is not None else "overwrite", run_info=_run_info(run, experiment, task),
+    )  # fmt: skip
     torch.manual_seed(run.seed)  # training randomness (dropout) must not depend on whether x* was cached
-    step, epoch, skip = 0, 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        probe.load_state_dict(state["probe"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None:  # dropout on the GPU draws from the CUDA generators
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
-
-    def save(batch_in_epoch: int) -> None:
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "probe": probe.state_dict(),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-            },
-            checkpoint,
-        )
-
-    desc = f"{experiment.name}/{run_dir.name}"
-    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not progress)
-    batch_in_epoch = skip
+    at = _restore(state, training, probe) if state is not None else _Position()
+    save = functools.partial(_save_checkpoint, checkpoint, training, probe, at, device)
+    bar = tqdm(total=training.total_steps, initial=at.step, desc=f"{experiment.name}/{run_dir.name}",
+               disable=not progress)  # fmt: skip
     finished = False
     started = time.perf_counter()
+
+    def after_step(loss: float) -> None:
+        nonlocal finished
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if not math.isfinite(loss) and run.on_divergence != "skip":
+            finished = True  # the table ends at the divergence; running again changes nothing
+            record_divergence(run_dir, at.step - 1, loss, run.on_divergence)
+            raise Divergence(
+                f"{experiment.name}/{run_dir.name}: the loss is {loss} at step {at.step - 1}; the table "
+                "holds every step up to it. Lower lr (into a new --out), or set on_divergence='skip' to "
+                "skip such steps"
+            )
+        if at.step % run.checkpoint_every == 0 or interrupted():
+            save()
+        if interrupted():
+            raise KeyboardInterrupt
+
     try:
         with _interrupts_between_steps() as interrupted:
-            while True:
-                if batch_in_epoch == steps_per_epoch:  # also an epoch end still due from before a resume
-                    probe.end_epoch()
-                    epoch, batch_in_epoch = epoch + 1, 0
-                if step >= total_steps:
-                    break
-                for batch in itertools.islice(_train_batches(run, task, epoch, device), batch_in_epoch, None):
-                    loss = _train_step(model, task, optimizer, probe, batch)
-                    scheduler.step()
-                    step, batch_in_epoch = step + 1, batch_in_epoch + 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if not math.isfinite(loss) and run.on_divergence != "skip":
-                        finished = True  # the table ends at the divergence; running again changes nothing
-                        record_divergence(run_dir, step - 1, loss, run.on_divergence)
-                        raise Divergence(
-                            f"{experiment.name}/{run_dir.name}: the loss is {loss} at step {step - 1}; the "
-                            "table holds every step up to it. Lower lr (into a new --out), or set "
-                            "on_divergence='skip' to skip such steps"
-                        )
-                    if step % run.checkpoint_every == 0 or interrupted():
-                        save(batch_in_epoch)
-                    if interrupted():
-                        raise KeyboardInterrupt
-                    if step >= total_steps:
-                        break
-            save(batch_in_epoch)
+            step = functools.partial(_train_step, training.model, task, training.optimizer, probe)
+            _train(run, task, training, device, at, step, after_step, probe.end_epoch)
+            save()
             finished = True
     finally:
         bar.close()
@@ -240,6 +237,69 @@ def _train_one(
         spent = float(read_run_info(run_dir).get("wall_seconds") or 0.0)  # earlier sessions of a resumed run
         update_run_info(run_dir, wall_seconds=spent + time.perf_counter() - started)
     return run_dir
+
+
+def _finished(run: RunConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds this run finished; refuses one made with another configuration or
+    damaged (a table without run.json)."""
+    if (run_dir / "run.json").exists():
+        info = read_run_info(run_dir)
+        _check_same_config(info.get("run_config"), asdict(run), run_dir)
+        return bool(info.get("finished"))
+    if (run_dir / LOG_NAME).exists():  # run.json is written before the first row: the folder is damaged
+        raise OptprobeError(
+            f"{run_dir} holds a table but no run.json, so it is no run optprobe can resume; delete {run_dir} "
+            "to redo the run, or run into a new --out"
+        )
+    return False
+
+
+def _run_info(run: RunConfig, experiment: ExperimentConfig, task: Task) -> dict[str, Any]:
+    """What run.json records beside the Probe's own entries."""
+    return {
+        "experiment": experiment.name,
+        "finding": experiment.finding,
+        "criterion": experiment.criterion,
+        "finding_test": experiment.finding_test or experiment.name,
+        "label": run.label,
+        "task": run.task,
+        "optimizer": run.optimizer,
+        "lr": run.lr,
+        "seed": run.seed,
+        "full_batch": _batch_size(run, task) >= len(task.train),
+        "random_scaling": run.random_scaling,
+        "run_config": asdict(run),
+    }
+
+
+def _restore(state: dict[str, Any], training: _Training, probe: Probe) -> _Position:
+    """Load a checkpoint into the training, the Probe and the RNGs; returns where it was saved."""
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    probe.load_state_dict(state["probe"])
+    torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None:  # dropout on the GPU draws from the CUDA generators
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return _Position(state["step"], state["epoch"], state["batch_in_epoch"])
+
+
+def _save_checkpoint(path: Path, training: _Training, probe: Probe, at: _Position, device: str) -> None:
+    """Write the checkpoint :func:`_restore` reads: everything a resumed run needs to continue exactly."""
+    _save_atomic(
+        {
+            "model": training.model.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(),
+            "probe": probe.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
+            "step": at.step,
+            "epoch": at.epoch,
+            "batch_in_epoch": at.batch_in_epoch,
+        },
+        path,
+    )
 
 
 def _drop_checkpoint(run: RunConfig, run_dir: Path) -> None:
@@ -305,7 +365,7 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
     """Refuse to skip or resume a run directory that was made with another configuration."""
     if recorded is None:
         return
-    recorded, wanted = as_stored(recorded), as_stored(wanted)
+    recorded, wanted = _flat(as_stored(recorded)), _flat(as_stored(wanted))
     changed = [
         f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
         for key in wanted
@@ -318,6 +378,17 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
             f"{run_dir} holds a run made with another configuration ({'; '.join(changed[:4])}{more}): "
             f"give --out a new directory, or delete {run_dir} to redo it"
         )
+
+
+def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings with its tables of settings (probe, rotation) spread out as ``probe.every`` …, so
+    that a setting newer than a run is found inside them too; a free table (task_options) stays whole,
+    since a key added there is a change."""
+    flat = dict(settings)
+    for name in _SETTINGS_TABLES:
+        if isinstance(flat.get(name), dict):
+            flat.update({f"{name}.{key}": value for key, value in flat.pop(name).items()})
+    return flat
 
 
 def _train_step(
@@ -399,21 +470,6 @@ def _to_device(batch: Batch, device: str) -> Batch:
     return type(batch)(_to_device(b, device) for b in batch) if isinstance(batch, (list, tuple)) else batch
 
 
-def _probe_config(run: RunConfig) -> ProbeConfig:
-    s = run.probe
-    return ProbeConfig(
-        metrics=tuple(s.metrics),
-        every=s.every,
-        betas=tuple(s.betas),
-        window=s.window,
-        per_layer=s.per_layer,
-        full_batch_every=s.full_batch_every,
-        full_batch_at_epoch_end=s.full_batch_at_epoch_end,
-        seed=run.seed,
-        eval_mode=s.eval_mode,
-    )
-
-
 def _curvature(run: RunConfig) -> list[Any]:
     if not run.curvature:
         return []
@@ -479,22 +535,15 @@ def _reference(
         return torch.load(path, weights_only=True)
     if on_pilot is not None:
         on_pilot()
-    model = _model(pilot, task, seed, device)
-    optimizer = _optimizer(pilot, model)
-    steps = pilot.max_steps or pilot.epochs * _steps_per_epoch(pilot, task)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(pilot.schedule, steps))
-    done = 0
-    for epoch in itertools.count():
-        for batch in _train_batches(pilot, task, epoch, device):
-            optimizer.zero_grad()
-            task.loss_fn(model, batch).backward()
-            optimizer.step()
-            scheduler.step()
-            done += 1
-            if done >= steps:
-                break
-        if done >= steps:
-            break
+    training = _training(pilot, task, device)
+    model, optimizer = training.model, training.optimizer
+
+    def pilot_step(batch: Batch) -> None:  # no Probe, and no divergence policy: x* is its last iterate
+        optimizer.zero_grad()
+        task.loss_fn(model, batch).backward()
+        optimizer.step()
+
+    _train(pilot, task, training, device, _Position(), pilot_step)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # x* with its running statistics
     cache.mkdir(parents=True, exist_ok=True)
     _save_atomic(state, path)

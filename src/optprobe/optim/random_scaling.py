@@ -25,6 +25,31 @@ def _inner(name: str) -> Any:
     )
 
 
+#: torch.optim.Optimizer's public methods that register hooks: each keeps its hooks in a private dict made
+#: by Optimizer.__init__, which the wrapper does not run, so the wrapper hands them to the inner optimizer
+#: (whose step, state_dict and load_state_dict run them); tests/core/test_torch_internals.py checks that
+#: this is all of them.
+HOOK_REGISTRATIONS = (
+    "register_step_pre_hook",
+    "register_step_post_hook",
+    "register_state_dict_pre_hook",
+    "register_state_dict_post_hook",
+    "register_load_state_dict_pre_hook",
+    "register_load_state_dict_post_hook",
+)
+
+
+def _to_inner(name: str) -> Callable[..., Any]:
+    """The method ``name`` of the wrapped ``self.optimizer``, called with the same arguments."""
+
+    def method(self: RandomScaling, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.optimizer, name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"The inner optimizer's ``{name}`` (its hooks run with the inner optimizer)."
+    return method
+
+
 class RandomScaling(torch.optim.Optimizer):
     """Wraps ``optimizer``: its step proposes u_t = x' − x_{t−1}; the parameters become x_{t−1} + s_t u_t.
 
@@ -53,12 +78,7 @@ class RandomScaling(torch.optim.Optimizer):
     param_groups = _inner("param_groups")
     state = _inner("state")
     defaults = _inner("defaults")
-    _optimizer_step_pre_hooks = _inner("_optimizer_step_pre_hooks")
-    _optimizer_step_post_hooks = _inner("_optimizer_step_post_hooks")
-    _optimizer_state_dict_pre_hooks = _inner("_optimizer_state_dict_pre_hooks")
-    _optimizer_state_dict_post_hooks = _inner("_optimizer_state_dict_post_hooks")
-    _optimizer_load_state_dict_pre_hooks = _inner("_optimizer_load_state_dict_pre_hooks")
-    _optimizer_load_state_dict_post_hooks = _inner("_optimizer_load_state_dict_post_hooks")
+    # The register_*_hook methods of HOOK_REGISTRATIONS are the inner optimizer's (set below the class).
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim.Optimizer's pickles only defaults/state/param_groups, which here belong to the inner one
@@ -104,3 +124,7 @@ class RandomScaling(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"RandomScaling({self.distribution}, {self.optimizer!r})"
+
+
+for _name in HOOK_REGISTRATIONS:
+    setattr(RandomScaling, _name, _to_inner(_name))

@@ -10,6 +10,7 @@ subscripts as ``x_{t−1}``: they are drawn as mathtext (:func:`~optprobe.report
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from optprobe.errors import OptprobeError  # noqa: E402
+from optprobe.metrics.registry import declared_columns  # noqa: E402
 from optprobe.report.notation import mpl_math  # noqa: E402
 from optprobe.report.verdicts import series  # noqa: E402
+from optprobe.sinks.names import TRAINING_COLUMNS  # noqa: E402
 
 Runs = Sequence[tuple[str, pd.DataFrame] | tuple[str, pd.DataFrame, Mapping[str, Any]]]
 FigureFn = Callable[[Runs], "Figure | None"]
@@ -163,6 +167,23 @@ def _values(table: pd.DataFrame, info: Mapping[str, Any], column: str, curve: Cu
 
 
 # ------------------------------------------------------------------------------------ layouts
+def column(stem: str, suffix: str = "") -> str:
+    """The table column ``<stem>_<suffix>`` (``stem`` alone without a suffix) of a stem that a metric class
+    declares (its ``columns``) or the Probe writes (loss, lr, scale); a figure naming any other stem is an
+    :class:`OptprobeError` when its module loads, so a renamed metric column cannot leave it empty."""
+    if stem not in _declared_stems():
+        raise OptprobeError(
+            f"a report figure plots {stem!r}, which no metric class declares in its columns "
+            f"(declared: {', '.join(sorted(_declared_stems()))})"
+        )
+    return f"{stem}_{suffix}" if suffix else stem
+
+
+@functools.cache
+def _declared_stems() -> frozenset[str]:
+    return frozenset(stem for stem, _ in declared_columns().stems) | frozenset(TRAINING_COLUMNS)
+
+
 def stacked_figure(runs: Runs, title: str, subject: str, panels: Sequence[Panel]) -> Figure | None:
     """The panels some run has data for, stacked on a shared step axis; None when no run has ``subject``."""
     groups = seed_groups(runs)

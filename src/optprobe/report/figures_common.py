@@ -23,6 +23,7 @@ from optprobe.report.figures_base import (
     Panel,
     Runs,
     auto_scale,
+    column,
     legend,
     seed_groups,
     stacked_figure,
@@ -50,15 +51,15 @@ def convexity_gaps(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Convexity gaps along the path (≤ 0: convex)",
-        "inst_gap_prev",
+        column("inst_gap", "prev"),
         [
             Panel(
                 f"against {point}",
                 f"gap(x_t, {point})",
                 (
-                    Curve(f"inst_gap_{suffix}", "inst_gap", THIN),
-                    Curve(f"avg_gap_{suffix}", "avg_gap (window)", {"lw": 1.6}),
-                    _ema(f"exp_gap_{suffix}_", "exp_gap", {"lw": 1.6, "ls": "--"}),
+                    Curve(column("inst_gap", suffix), "inst_gap", THIN),
+                    Curve(column("avg_gap", suffix), "avg_gap (window)", {"lw": 1.6}),
+                    _ema(column("exp_gap", suffix) + "_", "exp_gap", {"lw": 1.6, "ls": "--"}),
                 ),
                 ((0.0, "0"),),
             )
@@ -72,15 +73,15 @@ def convexity_ratio(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Convexity against the reference x*",
-        "convexity_ratio",
+        column("convexity_ratio"),
         [
             Panel(
                 "Σ⟨∇F(x_i), x_i − x*⟩ / Σ(F(x_i) − F(x*))",
                 "convexity ratio",
-                (Curve("convexity_ratio", "convexity ratio"),),
+                (Curve(column("convexity_ratio"), "convexity ratio"),),
                 ((1.0, "1 (convex)"), (0.0, "0")),
             ),
-            Panel("PL ratio", "½‖∇F‖² / (F − F*)", (Curve("pl_ratio", "PL ratio"),)),
+            Panel("PL ratio", "½‖∇F‖² / (F − F*)", (Curve(column("pl_ratio"), "PL ratio"),)),
         ],
     )
 
@@ -91,18 +92,18 @@ def smoothness(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Smoothness along the path",
-        "inst_smooth_prev",
+        column("inst_smooth", "prev"),
         [
             Panel(
                 "‖∇ℓ(x_t) − ∇ℓ(x_{t−1})‖ / ‖x_t − x_{t−1}‖",
                 "L̂_t",
                 (
-                    Curve("inst_smooth_prev", "inst_smooth", THIN),
-                    Curve("max_smooth_prev", "max_smooth", {"lw": 1.6}),
-                    _ema("exp_smooth_prev_", "exp_smooth", {"lw": 1.6, "ls": "--"}),
+                    Curve(column("inst_smooth", "prev"), "inst_smooth", THIN),
+                    Curve(column("max_smooth", "prev"), "max_smooth", {"lw": 1.6}),
+                    _ema(column("exp_smooth", "prev") + "_", "exp_smooth", {"lw": 1.6, "ls": "--"}),
                 ),
             ),
-            Panel("learning rate", "η_t", (Curve("lr", "η"),), height=0.45),
+            Panel("learning rate", "η_t", (Curve(column("lr"), "η"),), height=0.45),
         ],
     )
 
@@ -113,16 +114,16 @@ def sharpness(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Sharpness and the edge of stability",
-        "sharpness",
+        column("sharpness"),
         [
             Panel(
                 "λ_max(∇²F) vs 2/η and smoothness along the path",
                 "curvature",
                 (
-                    Curve("sharpness", "sharpness λ_max", {"lw": 1.8, "marker": "o"}),
-                    Curve("lr", "2/η", {"ls": ":", "lw": 1.4}, transform=_edge, full_batch_only=True),
-                    Curve("max_smooth_prev", "max_smooth", {"ls": "--", "lw": 1.0}),
-                    _ema("exp_smooth_prev_", "exp_smooth", {"ls": "-.", "lw": 1.0}),
+                    Curve(column("sharpness"), "sharpness λ_max", {"lw": 1.8, "marker": "o"}),
+                    Curve(column("lr"), "2/η", {"ls": ":", "lw": 1.4}, transform=_edge, full_batch_only=True),
+                    Curve(column("max_smooth", "prev"), "max_smooth", {"ls": "--", "lw": 1.0}),
+                    _ema(column("exp_smooth", "prev") + "_", "exp_smooth", {"ls": "-.", "lw": 1.0}),
                 ),
             )
         ],
@@ -134,14 +135,14 @@ def update_correlation(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Update correlation ⟨g_t, Δ_t⟩ (< 0: descent direction)",
-        "update_corr",
+        column("update_corr"),
         [
             Panel(
                 "raw and running mean",
                 "⟨g_t, x_t − x_{t−1}⟩",
                 (
-                    Curve("update_corr", "update_corr", THIN),
-                    Curve("update_corr", "running mean", {"lw": 1.8}, transform=_running_mean),
+                    Curve(column("update_corr"), "update_corr", THIN),
+                    Curve(column("update_corr"), "running mean", {"lw": 1.8}, transform=_running_mean),
                 ),
                 ((0.0, "0"),),
             )
@@ -154,15 +155,15 @@ def random_scaling(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Cumulative progress: update correlation vs loss change",
-        "cum_loss_diff",
+        column("cum_loss_diff"),
         [
             Panel(
                 "cumulative sums over measured steps",
                 "Σ_t",
                 (
-                    Curve("cum_update_corr", "Σ⟨g_t, Δ_t⟩", {"lw": 1.4, "ls": "--"}),
-                    Curve("cum_update_corr_rs", "Σ⟨g_t, Δ_t/s_t⟩", {"lw": 1.8}),
-                    Curve("cum_loss_diff", "Σ(ℓ(x_t) − ℓ(x_{t−1}))", {"lw": 1.4, "ls": ":"}),
+                    Curve(column("cum_update_corr"), "Σ⟨g_t, Δ_t⟩", {"lw": 1.4, "ls": "--"}),
+                    Curve(column("cum_update_corr_rs"), "Σ⟨g_t, Δ_t/s_t⟩", {"lw": 1.8}),
+                    Curve(column("cum_loss_diff"), "Σ(ℓ(x_t) − ℓ(x_{t−1}))", {"lw": 1.4, "ls": ":"}),
                 ),
                 ((0.0, "0"),),
             )
@@ -175,16 +176,19 @@ def norms(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Gradient, noise and parameter norms",
-        "grad_norm",
+        column("grad_norm"),
         [
             Panel(
                 "gradient norm",
                 "‖g_t‖₂, ‖∇F(x_t)‖₂",
-                (Curve("grad_norm", "‖g_t‖₂", THIN), Curve("full_grad_norm", "‖∇F‖₂", {"lw": 1.8})),
+                (
+                    Curve(column("grad_norm"), "‖g_t‖₂", THIN),
+                    Curve(column("full_grad_norm"), "‖∇F‖₂", {"lw": 1.8}),
+                ),
             ),
-            Panel("gradient noise", "‖g_t − ∇F(x_t)‖₂", (Curve("grad_std", "grad_std"),)),
-            Panel("ℓ1 gradient norm", "‖g_t‖₁", (Curve("grad_l1", "‖g_t‖₁", THIN),)),
-            Panel("parameter norm", "‖x_t‖₂", (Curve("param_norm", "‖x_t‖₂"),)),
+            Panel("gradient noise", "‖g_t − ∇F(x_t)‖₂", (Curve(column("grad_std"), "grad_std"),)),
+            Panel("ℓ1 gradient norm", "‖g_t‖₁", (Curve(column("grad_l1"), "‖g_t‖₁", THIN),)),
+            Panel("parameter norm", "‖x_t‖₂", (Curve(column("param_norm"), "‖x_t‖₂"),)),
         ],
     )
 
@@ -194,15 +198,15 @@ def full_loss(runs: Runs) -> Figure | None:
     return stacked_figure(
         runs,
         "Training loss",
-        "loss",
+        column("loss"),
         [
             Panel(
                 "full-batch and minibatch loss",
                 "loss",
                 (
-                    Curve("loss", "ℓ(x_t, z_t)", THIN),
-                    Curve("full_loss", "F(x_t)", {"lw": 1.8}),
-                    Curve("ref_full_loss", "F(x*)", {"lw": 1.0, "ls": ":"}),
+                    Curve(column("loss"), "ℓ(x_t, z_t)", THIN),
+                    Curve(column("full_loss"), "F(x_t)", {"lw": 1.8}),
+                    Curve(column("ref_full_loss"), "F(x*)", {"lw": 1.0, "ls": ":"}),
                 ),
             )
         ],
@@ -212,7 +216,7 @@ def full_loss(runs: Runs) -> Figure | None:
 def r_med(runs: Runs) -> Figure | None:
     """R_med = max|H_ii| / median|H_ii| per layer (last measurement), one bar per run."""
     groups = seed_groups(runs)
-    values = {g.label: pd.DataFrame([layer_values(t, "r_med") for t in g.tables]) for g in groups}
+    values = {g.label: pd.DataFrame([layer_values(t, column("r_med")) for t in g.tables]) for g in groups}
     layers = list(dict.fromkeys(layer for frame in values.values() for layer in frame.columns))
     if not layers:
         return None
@@ -253,11 +257,12 @@ def optimality_gap(runs: Runs) -> Figure | None:
 
 def _gap(table: pd.DataFrame, info: Mapping[str, Any]) -> pd.Series | None:
     """The gap column of a table (positive values only, for the log axis), or None when F(x*) is unknown."""
-    if "full_loss" in table.columns and "ref_full_loss" in table.columns:
-        full, ref = (pd.to_numeric(table[c], errors="coerce") for c in ("full_loss", "ref_full_loss"))
+    full_loss, ref_full_loss = column("full_loss"), column("ref_full_loss")
+    if full_loss in table.columns and ref_full_loss in table.columns:
+        full, ref = (pd.to_numeric(table[c], errors="coerce") for c in (full_loss, ref_full_loss))
         gap = full - ref
-    elif _zero_minimizer_quadratic(info) and "loss" in table.columns:
-        gap = pd.to_numeric(table["loss"], errors="coerce")
+    elif _zero_minimizer_quadratic(info) and column("loss") in table.columns:
+        gap = pd.to_numeric(table[column("loss")], errors="coerce")
     else:
         return None
     return gap.where(gap > 0)

@@ -10,7 +10,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from optprobe.curvature.relaxed import relaxed_smoothness
-from optprobe.report.figures_base import COLOURS, Group, Runs, auto_scale, finish_grid, grid, seed_groups
+from optprobe.report.figures_base import (
+    COLOURS,
+    Group,
+    Runs,
+    auto_scale,
+    column,
+    finish_grid,
+    grid,
+    seed_groups,
+)
 from optprobe.report.notation import mpl_math
 from optprobe.report.verdicts import MIN_POINTS, relaxed_pairs
 
@@ -41,7 +50,7 @@ def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
         ax.axhline(float(s.max()), color="0.3", lw=1.0, ls="--", label="constant L = max L̂_t")
         auto_scale(ax, g, axis="x")
         secant = pairs["source"].iloc[0] == "full_smooth"
-        full = group.per_seed("full_grad_norm")
+        full = group.per_seed(column("full_grad_norm"))
         name = "‖∇F(x_{t−1})‖" if secant else "‖∇F(x_t)‖" if full else "‖g_t‖ (minibatch)"
         ax.set_xlabel(mpl_math(name))
         ax.set_ylabel(mpl_math("L̂_t of F (secant)" if secant else "L̂_t (minibatch)"))
@@ -49,12 +58,16 @@ def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
     return finish_grid(fig, axes, 1)
 
 
+#: DiagonalGeometry's columns: R_med per layer (``r_med/<layer>``), its bootstrap interval, the loss level
+R_MED, R_MED_LOW, R_MED_HIGH, R_MED_LEVEL = (column("r_med", part) for part in ("", "low", "high", "level"))
+
+
 def _by_level(table: pd.DataFrame) -> pd.DataFrame:
     """Rows where R_med was measured at a loss level, indexed by ``r_med_level`` (first crossing only)."""
-    if "r_med_level" not in table.columns:
+    if R_MED_LEVEL not in table.columns:
         return pd.DataFrame()
-    levels = pd.to_numeric(table["r_med_level"], errors="coerce")
-    return table[np.isfinite(levels)].drop_duplicates("r_med_level").set_index("r_med_level").sort_index()
+    levels = pd.to_numeric(table[R_MED_LEVEL], errors="coerce")
+    return table[np.isfinite(levels)].drop_duplicates(R_MED_LEVEL).set_index(R_MED_LEVEL).sort_index()
 
 
 def r_med_at_loss_levels(runs: Runs) -> Figure | None:
@@ -65,7 +78,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
     groups = [(g, [_by_level(t) for t in g.tables]) for g in seed_groups(runs)]
     groups = [(g, f) for g, f in groups if any(len(x) for x in f)]
     layers = list(dict.fromkeys(c.split("/", 1)[1] for _, f in groups for x in f for c in x.columns
-                                if c.startswith("r_med/")))  # fmt: skip
+                                if c.startswith(f"{R_MED}/")))  # fmt: skip
     if not layers:
         return None
     fig, axes = grid(len(layers), "R_med per layer at equal training loss (Jiang et al.)")
@@ -73,7 +86,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
     for ax, layer in zip(axes, layers, strict=True):
         values = []
         for i, (group, frames) in enumerate(groups):
-            per_seed = [f[f"r_med/{layer}"].dropna() for f in frames if f"r_med/{layer}" in f.columns]
+            per_seed = [f[f"{R_MED}/{layer}"].dropna() for f in frames if f"{R_MED}/{layer}" in f.columns]
             per_seed = [s for s in per_seed if len(s)]
             if not per_seed:
                 continue
@@ -83,7 +96,7 @@ def r_med_at_loss_levels(runs: Runs) -> Figure | None:
                 low, high = frame.min(axis=1), frame.max(axis=1)
             else:
                 one = frames[0]
-                low, high = one.get(f"r_med_low/{layer}", mean), one.get(f"r_med_high/{layer}", mean)
+                low, high = one.get(f"{R_MED_LOW}/{layer}", mean), one.get(f"{R_MED_HIGH}/{layer}", mean)
             colour = COLOURS[i % len(COLOURS)]
             low, high = low.reindex(mean.index).to_numpy(float), high.reindex(mean.index).to_numpy(float)
             whiskers = np.vstack([mean.to_numpy() - low, high - mean.to_numpy()]).clip(min=0)

@@ -16,6 +16,7 @@ from optprobe.report.figures_base import (
     Group,
     Runs,
     auto_scale,
+    column,
     families,
     finish_grid,
     grid,
@@ -28,16 +29,16 @@ from optprobe.report.notation import mpl_math
 RS_SUFFIX = "_rs"
 #: (column, quantity, line style) of Fig. 8: Σ update_corr, Σ update_corr with RS, Σ loss_diff.
 _CUMULATIVE = (
-    ("cum_update_corr", "Σ⟨g_t, Δ_t⟩", {"ls": "--", "lw": 1.4}),
-    ("cum_update_corr_rs", "Σ⟨g_t, Δ_t/s_t⟩", {"ls": "-", "lw": 1.9}),
-    ("cum_loss_diff", "Σ(ℓ(x_t) − ℓ(x_{t−1}))", {"ls": ":", "lw": 1.6}),
+    (column("cum_update_corr"), "Σ⟨g_t, Δ_t⟩", {"ls": "--", "lw": 1.4}),
+    (column("cum_update_corr_rs"), "Σ⟨g_t, Δ_t/s_t⟩", {"ls": "-", "lw": 1.9}),
+    (column("cum_loss_diff"), "Σ(ℓ(x_t) − ℓ(x_{t−1}))", {"ls": ":", "lw": 1.6}),
 )
 
 
 def random_scaling_per_optimizer(runs: Runs) -> Figure | None:
     """As Fig. 8 of Tran et al.: per optimizer, cumulative Σ update_corr, Σ update_corr_rs and Σ loss_diff,
     without random scaling (blue) and with it (orange); with RS, Σ⟨g, Δ/s⟩ tracks Σ loss change."""
-    groups = [g for g in seed_groups(runs) if g.per_seed("cum_loss_diff")]
+    groups = [g for g in seed_groups(runs) if g.per_seed(column("cum_loss_diff"))]
     if not groups:
         return None
     by_base = families(groups, (RS_SUFFIX,))
@@ -47,10 +48,10 @@ def random_scaling_per_optimizer(runs: Runs) -> Figure | None:
         values = []
         for i, (suffix, group) in enumerate(sorted(members.items())):
             which = "with RS" if suffix else "without RS"
-            for column, quantity, style in _CUMULATIVE:
-                if column == "cum_update_corr_rs" and not suffix:
+            for name, quantity, style in _CUMULATIVE:
+                if name == column("cum_update_corr_rs") and not suffix:
                     continue  # without RS, update_corr_rs is update_corr itself
-                per_seed = group.per_seed(column)
+                per_seed = group.per_seed(name)
                 if per_seed:
                     values.append(plot_band(ax, per_seed, COLOURS[i], f"{which}: {quantity}", style))
                     seeds = max(seeds, len(per_seed))
@@ -64,13 +65,13 @@ def random_scaling_per_optimizer(runs: Runs) -> Figure | None:
 def update_correlation_per_run(runs: Runs) -> Figure | None:
     """Per run, ⟨g_t, x_t − x_{t−1}⟩ per step (thin) and its running mean (thick), each panel's y-axis
     fitted to the running mean and 0 (per-step spikes may leave it); < 0 on average: a descent direction."""
-    groups = [g for g in seed_groups(runs) if g.per_seed("update_corr")]
+    groups = [g for g in seed_groups(runs) if g.per_seed(column("update_corr"))]
     if not groups:
         return None
     fig, axes = grid(len(groups), "Update correlation per run (Tran et al., Figs. 6–7)")
     seeds = 1
     for ax, group in zip(axes, groups, strict=True):
-        raw = group.per_seed("update_corr")
+        raw = group.per_seed(column("update_corr"))
         running = [s.expanding().mean() for s in raw]
         plot_band(ax, raw, COLOURS[0], "⟨g_t, Δ_t⟩ per step", THIN)
         values = plot_band(ax, running, COLOURS[0], "running mean", {"lw": 2.0})
@@ -85,13 +86,13 @@ def update_correlation_per_run(runs: Runs) -> Figure | None:
 def convexity_ratio_per_reference(runs: Runs) -> Figure | None:
     """Per reference x*, the convexity ratio Σ⟨∇F(x_i), x_i − x*⟩ / Σ(F(x_i) − F(x*)), with lines at 1
     (the convex inequality) and 0."""
-    groups = [g for g in seed_groups(runs) if g.per_seed("convexity_ratio")]
+    groups = [g for g in seed_groups(runs) if g.per_seed(column("convexity_ratio"))]
     if not groups:
         return None
     fig, axes = grid(len(groups), "Convexity ratio against each reference x*")
     seeds = 1
     for ax, group in zip(axes, groups, strict=True):
-        per_seed = group.per_seed("convexity_ratio")
+        per_seed = group.per_seed(column("convexity_ratio"))
         values = plot_band(ax, per_seed, COLOURS[0], "convexity ratio", {"lw": 1.8})
         ax.axhline(1.0, color="tab:green", lw=1.0, ls="--", label="1 (convex)")
         ax.axhline(0.0, color="0.3", lw=1.0, ls=":", label="0")

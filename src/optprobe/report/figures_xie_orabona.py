@@ -16,6 +16,7 @@ from optprobe.report.figures_base import (
     COLOURS,
     Group,
     Runs,
+    column,
     families,
     finish_grid,
     grid,
@@ -32,11 +33,11 @@ SCALED = "_x16"  # scale_freeness.toml: adamw / adamw_x16 (loss 16·F)
 
 
 def _pairs_figure(
-    groups: list[Group], suffix: str, names: tuple[str, str], title: str, column: str, ylabel: str,
+    groups: list[Group], suffix: str, names: tuple[str, str], title: str, quantity: str, ylabel: str,
     per_seed: Any = None,
 ) -> Figure | None:  # fmt: skip
-    """One panel per family (label without ``suffix``): ``column`` of the plain run and of its twin, on a log
-    axis when it spans a decade."""
+    """One panel per family (label without ``suffix``): the column ``quantity`` of the plain run and of its
+    twin, on a log axis when it spans a decade."""
     if not groups:
         return None
     by_base = families(groups, (suffix,))
@@ -44,7 +45,7 @@ def _pairs_figure(
     seeds = 1
     for ax, (base, members) in zip(axes, by_base.items(), strict=True):
         for i, (twin, group) in enumerate(sorted(members.items())):
-            values = per_seed(group) if per_seed is not None else group.per_seed(column)
+            values = per_seed(group) if per_seed is not None else group.per_seed(quantity)
             if values:
                 plot_band(ax, values, COLOURS[i], names[1] if twin else names[0], {"lw": 1.6})
                 seeds = max(seeds, len(values))
@@ -65,27 +66,27 @@ def rotation_loss(runs: Runs) -> Figure | None:
     """As Table 1 of Xie et al., per optimizer: the loss (here the gap to the optimum, x* = 0; log scale
     when it spans a decade) on L(x) and on the rotated L(Rx); Adam's edge disappears under rotation, SGD's
     loss does not change."""
-    groups = [g for g in seed_groups(runs) if g.per_seed("loss")]
+    groups = [g for g in seed_groups(runs) if g.per_seed(column("loss"))]
     title = "Loss on the quadratic and its rotation (Xie et al., Table 1)"
-    return _pairs_figure(groups, ROTATED, ("unrotated L(x)", "rotated L(Rx)"), title, "loss", "loss")
+    return _pairs_figure(groups, ROTATED, ("unrotated L(x)", "rotated L(Rx)"), title, column("loss"), "loss")
 
 
 def rotation_geometry(runs: Runs) -> Figure | None:
     """‖H‖₁,₁/d (Cauchy probes) against the spectral norm ‖H‖₂ (Lanczos), mean over measurements, per run:
     Adam's advantage needs ‖H‖₁,₁/d < ‖H‖₂ (Theorem 3.11), which a rotation destroys."""
-    groups = [g for g in seed_groups(runs) if g.per_seed("hessian_l11_per_dim")]
+    groups = [g for g in seed_groups(runs) if g.per_seed(column("hessian_l11", "per_dim"))]
     if not groups:
         return None
     fig, axes = grid(1, "‖H‖₁,₁ per dimension against ‖H‖₂, unrotated vs rotated", size=(7.5, 3.6))
     ax = axes[0]
-    quantities = (("hessian_l11_per_dim", "‖H‖₁,₁ / d"), ("spectral_norm", "‖H‖₂"))
+    quantities = ((column("hessian_l11", "per_dim"), "‖H‖₁,₁ / d"), (column("spectral_norm"), "‖H‖₂"))
     x, width = np.arange(len(groups)), 0.38
-    for j, (column, name) in enumerate(quantities):
-        means = [_mean_per_seed(g, column) for g in groups]
+    for j, (name, label) in enumerate(quantities):
+        means = [_mean_per_seed(g, name) for g in groups]
         centre = np.array([np.mean(m) if m else np.nan for m in means])
         spread = np.array([[c - min(m), max(m) - c] if m else [0.0, 0.0]
                            for c, m in zip(centre, means, strict=True)]).clip(min=0.0)  # mean ± 1 ulp
-        ax.bar(x + (j - 0.5) * width, centre, width, yerr=spread.T, capsize=2, color=COLOURS[j], label=name)
+        ax.bar(x + (j - 0.5) * width, centre, width, yerr=spread.T, capsize=2, color=COLOURS[j], label=label)
     ax.set_xticks(x, [g.label for g in groups], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("norm (log)")
@@ -95,14 +96,14 @@ def rotation_geometry(runs: Runs) -> Figure | None:
     return fig
 
 
-def _mean_per_seed(group: Group, column: str) -> list[float]:
-    """Per seed, the mean of ``column`` over its measurements (``sharpness`` stands in for a missing
+def _mean_per_seed(group: Group, name: str) -> list[float]:
+    """Per seed, the mean of column ``name`` over its measurements (``sharpness`` stands in for a missing
     ``spectral_norm``: λ_max = ‖H‖₂ on a positive semidefinite Hessian)."""
     out = []
     for table in group.tables:
-        values = series(table, column)
-        if values.empty and column == "spectral_norm":
-            values = series(table, "sharpness")
+        values = series(table, name)
+        if values.empty and name == column("spectral_norm"):
+            values = series(table, column("sharpness"))
         if not values.empty:
             out.append(float(values.mean()))
     return out
@@ -112,25 +113,26 @@ def scale_free_quadratic(runs: Runs) -> Figure | None:
     """Orabona's slides, per method: ‖x_t‖ (log scale when it spans a decade) on f and on its twin with
     Hessian ΛH and the same minimizer: a scale-free method (Adam, AdaGrad, Lion) draws one curve, GD two."""
     groups = [g for g in seed_groups(runs) if g.info.get("task", "quadratic") == "quadratic"]
-    groups = [g for g in groups if g.per_seed("param_norm")]
+    groups = [g for g in groups if g.per_seed(column("param_norm"))]
     return _pairs_figure(groups, TWIN, ("f", "twin (Hessian ΛH, same minimizer)"),
                          "Scale-freeness on a quadratic: ‖x_t‖ on f and its preconditioned twin",
-                         "param_norm", "‖x_t‖")  # fmt: skip
+                         column("param_norm"), "‖x_t‖")  # fmt: skip
 
 
 def scale_free_resnet(runs: Runs) -> Figure | None:
     """Orabona's ResNet without normalization, per optimizer: loss/c on F (c = 1) and on 16·F (c = 16):
     AdamW and AdamProx draw one curve (scale-free), Adam+L2 two."""
     groups = [g for g in seed_groups(runs) if g.info.get("task") not in (None, "quadratic")]
-    groups = [g for g in groups if g.per_seed("loss")]
+    groups = [g for g in groups if g.per_seed(column("loss"))]
 
     def per_seed(group: Group) -> list[pd.Series]:
-        scaled = (series(t, "loss") / _loss_scale(i) for t, i in zip(group.tables, group.infos, strict=True))
+        loss = column("loss")
+        scaled = (series(t, loss) / _loss_scale(i) for t, i in zip(group.tables, group.infos, strict=True))
         return [s for s in scaled if not s.empty]
 
     return _pairs_figure(groups, SCALED, ("F", "16·F (drawn ÷ 16)"),
                          "Scale-freeness on a ResNet without normalization: loss/c on F and c·F",
-                         "loss", "ℓ(x_t) / c", per_seed)  # fmt: skip
+                         column("loss"), "ℓ(x_t) / c", per_seed)  # fmt: skip
 
 
 def _loss_scale(info: Mapping[str, Any]) -> float:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # the registry imports torch; names are computed without it u
     from optprobe.metrics.registry import Declared
 
 NOT_METRICS = frozenset({"step", "epoch", "event"})
+#: the columns the Probe writes itself, outside any metric class: the training loss, lr and RS scale
+TRAINING_COLUMNS = ("loss", "lr", "scale")
 #: the Probe step of a row, as trackers whose own step counter is shared with the trainer log it
 STEP_TAG = "optprobe/step"
 
@@ -30,7 +32,7 @@ STEP_TAG = "optprobe/step"
 def family(column: str, declared: Declared | None = None) -> str:
     """The metric family of a table column, as its metric class declares it (``family``, ``columns``):
     "train" for loss, lr and scale, "other" for a column no metric declares."""
-    if column in ("loss", "lr", "scale"):
+    if column in TRAINING_COLUMNS:
         return "train"
     for stem, name in (declared or _declared()).stems:  # longest stem first
         if column == stem or column.startswith(stem + "_"):
