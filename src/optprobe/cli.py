@@ -374,7 +374,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from optprobe.report import find_run_dirs, load_runs
-    from optprobe.report.findings import experiment_findings, finding_lines
+    from optprobe.report.findings import experiment_findings, finding_lines, tally
     from optprobe.report.runs import compare_runs
 
     run_dirs = find_run_dirs(args.runs)
@@ -386,6 +386,7 @@ def _compare(args: argparse.Namespace) -> int:
     if findings:
         print("\nfindings (95% intervals across seeds):")
         print("\n".join(finding_lines(findings)))
+        print(tally(findings))
     _print_divergences(run_dirs)
     return 0
 

@@ -15,7 +15,7 @@ from synthetic import synthetic_table, write_run
 from optprobe.cli import main
 from optprobe.findings import Check, Criterion, per_seed
 from optprobe.report import build_report, load_runs
-from optprobe.report.findings import experiment_findings, format_estimate, group_runs, short_finding
+from optprobe.report.findings import experiment_findings, format_estimate, group_runs, short_finding, tally
 from optprobe.report.verdicts import series
 
 FINDING = "The final loss of SGDM is below a bound. A second sentence the table leaves out."
@@ -83,6 +83,7 @@ def test_findings_table_is_the_first_screen_and_computed_from_the_runs(
     assert format_estimate(est) in table and f"&lt; {max_loss:g}" in table
     assert ">The final loss of SGDM is below a bound.</span></td>" in table  # the full finding is its title
     assert "3 seed(s) per run" in table
+    assert f"<p class=\"tally\">1 finding: 1 {verdict}</p>" in table
     assert "sgdm ×3 seeds" in html and "mean of 3 seeds" not in html  # legends are inside the PNGs
 
 
@@ -129,6 +130,7 @@ def test_compare_prints_runs_then_one_finding_line_per_experiment(tmp_path, fake
     table, findings = out.split("findings (95% intervals across seeds):")
     assert len(table.strip().splitlines()) == 1 + 12 and "seed" in table.splitlines()[0]
     lines = findings.strip().splitlines()
+    assert lines.pop() == "2 findings: 1 reproduced, 1 not measured"
     assert len(lines) == 2
     mean, low, high = _expected(root)
     assert re.match(r"fake_exp\s+reproduced\s+\|\s+final loss of sgdm = ", lines[0])
@@ -152,3 +154,11 @@ def test_short_finding_and_estimate_formats():
 
     assert format_estimate(Estimate(1.0, -math.inf, math.inf, 1)) == "1 (n = 1: no interval)"
     assert format_estimate(Estimate(math.nan, math.nan, math.nan, 0)) == "—"
+
+
+def test_the_tally_counts_each_verdict_in_a_fixed_order(tmp_path, fake_finding):
+    _write(tmp_path, 0.0)
+    _write(tmp_path, 1.0, experiment="other_exp")
+    findings = experiment_findings(load_runs([tmp_path]))
+    assert tally(findings) == "2 findings: 1 not reproduced, 1 not measured"
+    assert tally([]) == "0 findings"

@@ -9,6 +9,7 @@ Runs with no ``experiment`` (a user's own Probe runs) have no finding and are le
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,14 @@ def format_estimate(est: Estimate) -> str:
 def verdict_text(item: ExperimentFinding) -> str:
     """The experiment's verdict, with the reason when nothing was measured."""
     return f"{item.outcome} — {item.note}" if item.note else str(item.outcome)
+
+
+def tally(findings: Sequence[ExperimentFinding]) -> str:
+    """"12 findings: 10 reproduced, 2 not reproduced": how many experiments got each verdict."""
+    counts = Counter(item.outcome for item in findings)
+    parts = [f"{counts[outcome]} {outcome}" for outcome in Outcome if counts[outcome]]
+    head = f"{len(findings)} finding{'' if len(findings) == 1 else 's'}"
+    return f"{head}: {', '.join(parts)}" if parts else head
 
 
 def finding_lines(findings: Sequence[ExperimentFinding]) -> list[str]:

@@ -26,7 +26,13 @@ from typing import Any
 
 from optprobe.findings import Check
 from optprobe.report.figures import SEED_BAND, figure_functions, make_figures
-from optprobe.report.findings import ExperimentFinding, experiment_findings, format_estimate, short_finding
+from optprobe.report.findings import (
+    ExperimentFinding,
+    experiment_findings,
+    format_estimate,
+    short_finding,
+    tally,
+)
 from optprobe.report.notation import html_math, unicode_math
 from optprobe.report.runs import Run, load_runs
 from optprobe.report.verdicts import ABOUT, Label, Verdict
@@ -41,6 +47,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 h3 { overflow-wrap: anywhere; }
 .meta { color: #666; font-size: 0.9em; }
+.tally { font-size: 1.1em; font-weight: 600; }
 table { border-collapse: collapse; width: 100%; margin: 0.6em 0 1.4em; font-size: 0.88em; }
 th, td { border: 1px solid #ddd; padding: 0.35em 0.55em; text-align: left; vertical-align: top;
          overflow-wrap: break-word; }
@@ -156,7 +163,7 @@ def _findings_table(findings: list[ExperimentFinding]) -> str:
         "it does; inconclusive: the interval straddles the criterion (one seed gives no interval); "
         "a finding is reproduced when every check is. Every value is computed from the run tables.</p>"
     )
-    return head + rows + "</table>" + legend
+    return f'<p class="tally">{escape(tally(findings))}</p>' + head + rows + "</table>" + legend
 
 
 def _finding_rows(item: ExperimentFinding) -> str:
