@@ -18,7 +18,6 @@ import inspect
 import itertools
 import json
 import math
-import os
 import pickle
 import signal
 import threading
@@ -61,14 +60,6 @@ EVAL_CHUNK = 1024
 
 class Divergence(RuntimeError):
     """The training loss became NaN or infinite (recorded in the run's table before stopping)."""
-
-
-def run_experiment(
-    experiment: ExperimentConfig, out_dir: str | os.PathLike[str], device: str = "cpu", progress: bool = True
-) -> list[Path]:
-    """Run (or resume) every run of ``experiment`` over its seeds; returns their run directories."""
-    root = Path(out_dir) / experiment.name
-    return [run_one(run, root / name, experiment, device, progress) for run, name in seed_runs(experiment)]
 
 
 def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
