@@ -282,8 +282,10 @@ class Reduction:
             results += [torch.dot(x, y) for x, y in zip(vectors[a], vectors[b], strict=True)]
         for v in normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
             flat = buffer[-1]
-            if v in built or len(group) == 1:
-                torch.abs(buffer[built.index(v)] if v in built else vectors[v][0], out=flat)
+            if v in built:  # the row and flat have the same (aligned) length
+                torch.abs(buffer[built.index(v)], out=flat)
+            elif len(group) == 1:  # out= of the piece's own size: torch deprecates resizing a non-empty out
+                torch.abs(vectors[v][0], out=flat[: sizes[0]])
             else:
                 torch._foreach_copy_(_views(flat, sizes), vectors[v])
                 flat.abs_()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -96,3 +97,17 @@ def test_small_tensors_reduced_together_keep_their_own_dtypes_and_layers():
         exact = sum(float(_vector(sources, "dx_prev", n).abs().sum()) for n in members)
         assert l1["dx_prev"].per_layer[index] == pytest.approx(exact, rel=1e-5)
         assert linf["g"].per_layer[index] == max(float(_vector(sources, "g", n).abs().max()) for n in members)
+
+
+@pytest.mark.parametrize("numel", [6, 70_001])  # a lone small tensor; a large one's last, short chunk
+def test_a_norm_of_a_lone_piece_resizes_no_output(numel):
+    """‖a‖₁ and ‖a‖∞ of a group of one piece whose size is no multiple of 16 write |a| into a view of that
+    size: torch deprecates resizing a non-empty out= tensor (a warning now, refused by a later release)."""
+    g = {"w": torch.randn(Workspace.chunk(torch.device("cpu")) * (numel > 1000) + numel, dtype=torch.float64)}
+    reduction = Reduction({"g"}, set(), {"g"}, {"g"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reduction.add("w", {"g": g})
+        _, l1, linf = reduction.result(["w"], ["w"])
+    assert l1["g"].total == pytest.approx(float(g["w"].abs().sum()), rel=1e-12)
+    assert linf["g"].total == float(g["w"].abs().max())

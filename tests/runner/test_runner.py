@@ -96,3 +96,22 @@ def test_an_unknown_probe_metric_is_refused_before_anything_is_written(tmp_path,
     overrides = ["--set", "probe.metrics=['normz']"]
     assert main(["run", "convex_sanity", *QUICK, "--out", str(tmp_path), *overrides]) == 2
     assert "unknown metric family 'normz'" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [{"name": "full_smoothness", "every": 1}, {"name": "sharpness", "every": 2, "options": {"on": "eval"}}],
+)
+def test_a_curvature_metric_of_f_gets_the_evaluation_data_without_full_batch_metrics(tmp_path, metric):
+    """full_smoothness and on='eval' measure F over the evaluation loader: a run that turns the full-batch
+    metrics off still trains them (the loader was built only for full-batch metrics, and the Probe then
+    said "pass eval_loader", which a config file cannot)."""
+    defaults = {"task": "least_squares", "optimizer": "sgd", "lr": 0.05, "max_steps": 4, "full_batch": True,
+                "probe": {"full_batch_every": 0, "full_batch_at_epoch_end": False}, "curvature": [metric]}
+    exp = experiment_from_dict({"name": "f", "defaults": defaults, "runs": [{"label": "gd"}]})
+    (run,) = exp.runs
+    run_dir = runner.run_one(run, tmp_path / "gd", exp, progress=False)
+    table = read_table(run_dir)
+    column = "full_smooth" if metric["name"] == "full_smoothness" else "sharpness"
+    assert table[column].notna().sum() >= 2
+    assert "full_loss" not in table.columns  # the full-batch metrics stay off

@@ -71,7 +71,7 @@ def test_run_with_seeds_writes_each_seed_and_resumes_skips_and_refuses_like_one_
 def test_pilot_references_are_cached_per_seed(tmp_path):
     run = {"label": "gd", "reference": "pilot_other_seed", "pilot_epochs": 2}
     exp = experiment_from_dict({**TINY, "seeds": 2, "runs": [run]})
-    dirs = runner.run_experiment(exp, tmp_path, progress=False)
+    dirs = suite.run_suite([exp], tmp_path, progress=False)
     assert [d.name for d in dirs] == ["gd__seed0", "gd__seed1"]
     assert len(list((tmp_path / "tiny" / "_cache").glob("pilot-*.pt"))) == 2  # pilots of seed 1 and seed 2
     refs = [read_table(d)["ref_full_loss"].dropna().iloc[0] for d in dirs]

@@ -104,3 +104,16 @@ def test_no_progress_hides_the_suite_lines(tmp_path, capsys):
     config.write_text(TINY, encoding="utf-8")
     assert main(["run", str(config), "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_eta_of_a_run_in_training_is_its_scaled_estimate_less_its_elapsed_time():
+    """Once runs are measured, the run in training has estimate × ratio − elapsed left (both in this
+    machine's seconds), not (estimate − elapsed) × ratio."""
+    clock = FakeClock()
+    lines = SuiteProgress([10.0, 20.0, 30.0], enabled=False, clock=clock)
+    lines.start("e/a seed 0")
+    clock.now += 5.0
+    lines.done()  # ratio 0.5: run b should take 10 s here
+    lines.start("e/b seed 0")
+    clock.now += 4.0
+    assert lines.eta() == (pytest.approx((20.0 * 0.5 - 4.0) + 30.0 * 0.5), 0.5)

@@ -2,7 +2,8 @@
 skipped, pilot (reference x*) runs, and the report being built.
 
 The ETA is Σ (estimates of the runs not yet done) × (measured / estimated seconds of the runs trained so
-far): the experiments' ``minutes`` until a run has finished, then corrected by how fast this machine is.
+far), less the elapsed time of the run in training: the experiments' ``minutes`` until a run has finished,
+then corrected by how fast this machine is.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ class SuiteProgress:
 
     def eta(self) -> tuple[float, float | None]:
         """(seconds left for the runs not yet done, measured/estimated ratio or None before a measurement)."""
-        left = sum(self._estimates[self._k :])
-        if self._run_started is not None:  # the run in training is still to do, less what it has done
-            left += max(self._estimates[self._k - 1] - (self._clock() - self._run_started), 0.0)
         ratio = self._measured / self._estimated if self._estimated > 0 else None
-        return left * (1.0 if ratio is None else ratio), ratio
+        scale = 1.0 if ratio is None else ratio
+        left = sum(self._estimates[self._k :]) * scale
+        if self._run_started is not None:  # the run in training: its scaled estimate less its elapsed time
+            left += max(self._estimates[self._k - 1] * scale - (self._clock() - self._run_started), 0.0)
+        return left, ratio
 
     def start(self, name: str) -> None:
         """Run k of n (``experiment/label seed s``) begins training."""

@@ -18,7 +18,6 @@ import inspect
 import itertools
 import json
 import math
-import os
 import pickle
 import signal
 import threading
@@ -42,6 +41,7 @@ from optprobe.experiments.sweep import seed_dir_name
 from optprobe.experiments.tasks import Task, build_task, check_task_options
 from optprobe.files import remove_dead_temporaries, write_atomic
 from optprobe.locks import LOCK_NAME, run_dir_lock
+from optprobe.metrics.base import PeriodicMetric
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe
 from optprobe.runinfo import as_stored, read_run_info, update_run_info
@@ -61,14 +61,6 @@ EVAL_CHUNK = 1024
 
 class Divergence(RuntimeError):
     """The training loss became NaN or infinite (recorded in the run's table before stopping)."""
-
-
-def run_experiment(
-    experiment: ExperimentConfig, out_dir: str | os.PathLike[str], device: str = "cpu", progress: bool = True
-) -> list[Path]:
-    """Run (or resume) every run of ``experiment`` over its seeds; returns their run directories."""
-    root = Path(out_dir) / experiment.name
-    return [run_one(run, root / name, experiment, device, progress) for run, name in seed_runs(experiment)]
 
 
 def seed_runs(experiment: ExperimentConfig) -> list[tuple[RunConfig, str]]:
@@ -194,9 +186,10 @@ def _train_one(
     reference = _reference(run, task, run_dir.parent / "_cache", device, on_pilot)
     checkpoint = run_dir / CHECKPOINT
     state = _load_checkpoint(checkpoint) if checkpoint.exists() else None
+    periodic = _curvature(run)
     probe = Probe(
         training.model, task.loss_fn, config=run.probe.probe_config(run.seed), optimizer=training.optimizer,
-        reference=reference, eval_loader=_eval_loader(run, task, device), periodic=_curvature(run),
+        reference=reference, eval_loader=_eval_loader(run, task, device, periodic), periodic=periodic,
         periodic_batch=_curvature_batch(run, task, device), out_dir=run_dir, sinks=sinks,
         if_exists="resume" if state is not None else "overwrite", run_info=_run_info(run, experiment, task),
     )  # fmt: skip
@@ -442,11 +435,14 @@ def _train_batches(run: RunConfig, task: Task, epoch: int, device: str) -> Itera
         yield _to_device(batch, device)
 
 
-def _eval_loader(run: RunConfig, task: Task, device: str) -> list[Batch] | None:
+def _eval_loader(
+    run: RunConfig, task: Task, device: str, periodic: Sequence[PeriodicMetric] = ()
+) -> list[Batch] | None:
     """F's data: chunks of the training set (its first ``eval_size`` examples when set), moved to the
-    device once; None when no full-batch metric is asked for."""
+    device once; None when neither a full-batch metric nor a periodic metric of F is asked for."""
     settings = run.probe
-    if not (settings.full_batch_every or settings.full_batch_at_epoch_end):
+    full_batch = settings.full_batch_every or settings.full_batch_at_epoch_end
+    if not (full_batch or any(m.measures_f() for m in periodic)):
         return None
     chunks = DataLoader(_head(task.train, run.eval_size), batch_size=EVAL_CHUNK)
     return [_to_device(b, device) for b in chunks]

@@ -168,6 +168,10 @@ class PeriodicMetric(ABC):
     def attach(self, eval_loader: Iterable[Batch] | None, seed: int) -> None:  # noqa: B027 - most ignore F
         """Called once by the Probe with the loader that defines F and F's seed (for metrics of F)."""
 
+    def measures_f(self) -> bool:
+        """Whether the metric needs the Probe's ``eval_loader`` (it measures F, not ℓ on a batch)."""
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         """What the metric must remember across a checkpoint (most remember nothing)."""
         return {}

@@ -54,6 +54,9 @@ class _HessianMetric(PeriodicMetric):
             )
         self._loader, self._f_seed = eval_loader, seed
 
+    def measures_f(self) -> bool:
+        return self.on == "eval"
+
     def _operator(self, evaluator: Evaluator, params: Params, batch: Batch) -> CurvatureOperator:
         if self.on == "eval":
             if self._loader is None:

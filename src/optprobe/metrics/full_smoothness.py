@@ -39,6 +39,9 @@ class FullSmoothness(PeriodicMetric):
             raise OptprobeError("full_smoothness measures ∇F over the evaluation loader: pass eval_loader")
         self._loader, self._seed = eval_loader, seed
 
+    def measures_f(self) -> bool:
+        return True
+
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
         if self._loader is None:
             raise OptprobeError("full_smoothness needs the Probe's eval_loader (attach was not called)")
