@@ -263,7 +263,7 @@ def _sweep_parser(sub: Any) -> None:
     )  # fmt: skip
     sweep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     sweep.add_argument("--resources", help="per Ray trial: cpu=2,gpu=0.5 (default cpu=1, gpu=1 on cuda)")
-    sweep.add_argument("--quick", action="store_true", help="small settings for a smoke test, one seed each")
+    sweep.add_argument("--quick", action="store_true", help="small settings for a smoke test")
     sweep.add_argument(
         "--no-report", action="store_true", help="skip building the HTML report (OUT/EXPERIMENT_sweep/)"
     )

@@ -312,6 +312,10 @@ def test_a_divergence_the_experiment_expects_is_said_but_is_not_a_failure(base, 
     said = capsys.readouterr().err
     record = json.loads((out / "fz" / "a" / "run.json").read_text())["divergence"]
     assert record["policy"] == "expected" and f"at step {record['step']}" in said and "expects" in said
+    from optprobe.report import load_run
+
+    card = {v.key: v for v in load_run(out / "fz" / "a").verdicts}
+    assert card["divergence"].verdict == "fails" and "the experiment expects it" in card["divergence"].detail
 
 
 def test_a_divergence_is_recorded_and_said_again_by_every_later_command(base, tmp_path, capsys):

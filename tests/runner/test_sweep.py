@@ -28,6 +28,8 @@ def test_runs_option_tunes_only_the_named_runs():
     assert len(exp.runs) == 2 * 2 and {r.label.split("__")[0] for r in exp.runs} == {"logistic_adamw"}
     with pytest.raises(OptprobeError, match="least_squares_gd, logistic_adamw"):
         expand("convex_sanity", {"lr": ["0.01"]}, seeds=1, quick=True, runs=["adam"])
+    with pytest.raises(OptprobeError, match="names no run"):
+        expand("convex_sanity", {"lr": ["0.01"]}, seeds=1, quick=True, runs=[])
 
 
 def test_sweep_picks_the_best_learning_rate_per_run(tmp_path):

@@ -62,6 +62,8 @@ def expand(
         raise OptprobeError(f"--seeds must be at least 1, got {seeds}")
     base = get_experiment(name, list(overrides), quick)
     labels = [run.label for run in base.runs]
+    if runs is not None and not runs:
+        raise OptprobeError(f"--runs names no run; {base.name} has the runs {', '.join(labels)}")
     unknown = sorted(set(runs or ()) - set(labels))
     if unknown:
         raise OptprobeError(f"--runs {', '.join(unknown)}: {base.name} has the runs {', '.join(labels)}")

@@ -49,8 +49,8 @@ class FullSmoothness(PeriodicMetric):
         assert grad is not None
         row = {"full_smooth": math.nan, "full_smooth_grad_norm": math.nan}
         if self._point is not None and self._grad is not None:
-            moved = _norm({k: params[k].detach() - self._point[k] for k in params})
-            changed = _norm({k: grad[k] - self._grad[k] for k in grad})
+            moved = _norm({k: p.detach() - self._point[k].to(p.device) for k, p in params.items()})
+            changed = _norm({k: g - self._grad[k].to(g.device) for k, g in grad.items()})
             row = {"full_smooth": safe_ratio(changed, moved), "full_smooth_grad_norm": _norm(self._grad)}
         self._point = {k: p.detach().clone() for k, p in params.items()}
         self._grad = {k: g.detach().clone() for k, g in grad.items()}
@@ -60,6 +60,7 @@ class FullSmoothness(PeriodicMetric):
         return {"point": self._point, "grad": self._grad}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore x_s and ∇F(x_s) (moved to the parameters' device when first used)."""
         self._point, self._grad = state.get("point"), state.get("grad")
 
 

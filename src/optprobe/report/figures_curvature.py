@@ -32,9 +32,10 @@ def _pairs(group: Group) -> pd.DataFrame:
 
 
 def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
-    """Per run, local smoothness L̂_t against ‖∇F(x_t)‖ (every seed's points), the envelope L0 + L1‖∇F‖
-    fitted to them (curvature/relaxed.py) and the constant L = max L̂_t; a log x-axis when ‖∇F‖ spans
-    decades."""
+    """Per run, local smoothness L̂_t against the gradient norm (every seed's points; the columns of
+    ``relaxed_pairs``: F's secant smoothness against ‖∇F‖ at the previous measurement when measured), the
+    envelope L0 + L1‖∇F‖ fitted to them (curvature/relaxed.py) and the constant L = max L̂_t; a log
+    x-axis when ‖∇F‖ spans decades."""
     groups = [(g, p) for g in seed_groups(runs) if len(p := _pairs(g)) >= MIN_POINTS]
     if not groups:
         return None
@@ -49,11 +50,11 @@ def relaxed_smoothness_scatter(runs: Runs) -> Figure | None:
         ax.plot(grid_g, fit.l0 + fit.l1 * grid_g, color=COLOURS[1], lw=1.8, label="fit L0 + L1‖∇F‖")
         ax.axhline(float(s.max()), color="0.3", lw=1.0, ls="--", label="constant L = max L̂_t")
         auto_scale(ax, g, axis="x")
-        secant = pairs["source"].iloc[0] == "full_smooth"
+        secant = (pairs["source"] == "full_smooth").all()
         full = group.per_seed(column("full_grad_norm"))
-        name = "‖∇F(x_{t−1})‖" if secant else "‖∇F(x_t)‖" if full else "‖g_t‖ (minibatch)"
+        name = "‖∇F(x_s)‖, s the previous measurement" if secant else "‖∇F(x_t)‖" if full else "‖g_t‖"
         ax.set_xlabel(mpl_math(name))
-        ax.set_ylabel(mpl_math("L̂_t of F (secant)" if secant else "L̂_t (minibatch)"))
+        ax.set_ylabel(mpl_math("L̂_t of F (secant)" if secant else "L̂_t (minibatch, or mixed seeds)"))
         ax.set_title(f"{group.label}: L0 = {fit.l0:.3g}, L1 = {fit.l1:.3g}", fontsize=10)
     return finish_grid(fig, axes, 1)
 

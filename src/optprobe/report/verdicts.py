@@ -254,7 +254,8 @@ def check_relaxed_smoothness(table: pd.DataFrame, info: RunInfo | None = None) -
     pairs = relaxed_pairs(table)
     if len(pairs) < MIN_POINTS:
         return _not_measured(
-            key, assumption, statistic, criterion, f"{MIN_POINTS}+ rows with inst_smooth_prev and a grad norm"
+            key, assumption, statistic, criterion,
+            f"{MIN_POINTS}+ rows with a local smoothness (full_smooth or inst_smooth_prev) and a grad norm"
         )
     g, s = pairs.iloc[:, 0].to_numpy(), pairs.iloc[:, 1].to_numpy()
     fit = relaxed_smoothness(g, s)
@@ -558,6 +559,8 @@ def check_divergence(table: pd.DataFrame, info: RunInfo | None = None) -> Verdic
             f"diverged: the loss is {record.get('loss')} at step {record.get('step')}; training stopped "
             f"there (on_divergence={record.get('policy')!r}), the other verdicts cover the steps before it"
         )
+        if record.get("policy") == "expected":
+            detail += "; the experiment expects it (this run shows a step size where training is unstable)"
         return Verdict(key, assumption, statistic, 1.0, criterion, Label.FAILS, detail)
     if not (info or {}).get("finished"):
         return _not_measured(key, assumption, statistic, criterion, "a finished run (run.json)")
