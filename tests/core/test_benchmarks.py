@@ -129,7 +129,7 @@ def test_each_peers_top_eigenvalue_and_trace_are_the_exact_ones(peer):
 @pytest.mark.parametrize(
     ("dots", "normed"),
     [
-        ({("g", "dx_prev"), ("g", "g"), ("x", "x"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev")}, "g"),
+        ({("g", "dx_prev"), ("g", "g"), ("x", "x"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev")}, "x"),
         ({("g", "g"), ("dg_prev", "x"), ("dg_prev", "dg_prev")}, "dx_prev"),  # a norm of a vector not in V
     ],
 )
