@@ -5,9 +5,14 @@ For a piece that is one chunk of a large tensor, the K vectors the dots need are
 is such a row is built from that row, so each source is read from memory once), and all K² inner
 products come from one ``torch.mm(V, V.T)``, accumulated in the chunk's dtype (float32 at least) as the
 library's ``torch.dot`` is; differences are built first, never formed from Gram entries. Groups of small
-tensors, and the ℓ1 / ℓ∞ norms, go through the library's code unchanged. On the 2-core CPU it was
-measured on it is slower than the library's one ``torch.dot`` per pair (see the README of the branch
-that added it), so it lives here, for ``benchmarks/reductions.py --compare-with``:
+tensors go through the library's code unchanged; ℓ1 / ℓ∞ norms are taken as there (|a| in a spare row).
+
+Not in the library because it lost on the 2-core CPU it was tried on (AMD EPYC, torch 2.13 with MKL, 1
+thread, 2026-12-02): MKL's sgemm for a (K, 131072) · (131072, K) product costs about 6 µs per entry of
+the K × K result from cache, half a ``torch.dot``, so V Vᵀ costs as much as every one of the K(K+1)/2
+distinct dots and wins only where nearly all of them are needed; the full set needs 5 of 10 (K = 4).
+On the benchmark MLP the pass took 5.0–8.4 ms (median) against 3.7–4.0 ms, and its float32 error vs
+float64 was 4–8× the per-dot pass's (presumably sgemm sums a chunk in fewer partial sums; not checked):
 
     python benchmarks/reductions.py --compare-with benchmarks/gram_reductions.py
 """
