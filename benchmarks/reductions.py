@@ -6,8 +6,9 @@ small beside x_t, as in training) to the five inner products, ‖g‖₁ and ‖
 layer. Each value is compared with the same quantity computed in float64 from the float64 sources; the
 table gives the largest relative error over steps, per quantity, for the layer totals and for the
 per-layer values. ``--compare-with`` loads another checkout's ``optprobe/reductions.py`` beside this one
-(same inputs, timed in alternation, order rotated) to compare the two implementations. Times: median and
-minimum over ``--repeats``, with one plain read of the four sources (``sum`` of each) for scale.
+(same inputs, timed in alternation, order rotated) to compare the implementations; it may be given more
+than once. Times: median and [min–max] over ``--repeats``, with one plain read of the four sources
+(``sum`` of each) for scale.
 
     python benchmarks/reductions.py [--repeats 40] [--compare-with ../old/src/optprobe/reductions.py]
 """
@@ -103,9 +104,9 @@ def worst_errors(
     return worst
 
 
-def load(path: str) -> ModuleType:
-    """Another checkout's reductions.py, as a module of its own name."""
-    spec = importlib.util.spec_from_file_location("reductions_compared", path)
+def load(path: str, name: str) -> ModuleType:
+    """Another checkout's reductions.py, as a module called ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -117,15 +118,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--steps", type=int, default=5, help="measured training steps compared with float64")
-    parser.add_argument("--compare-with", help="another checkout's src/optprobe/reductions.py")
+    parser.add_argument(
+        "--compare-with", action="append", default=[], help="another checkout's src/optprobe/reductions.py"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     all_sources = training_sources(args.steps)
     layers = {n: layer_of(n) for n in all_sources[0]["g"]}
     refs = [reference(s, layers) for s in all_sources]
     modules = {"this checkout": current}
-    if args.compare_with:
-        modules["compared"] = load(args.compare_with)
+    for i, path in enumerate(args.compare_with):
+        modules[f"compared {i + 1}"] = load(path, f"compared_{i}")
+        print(f"compared {i + 1}: {path}")
     n = sum(t.numel() for t in all_sources[0]["g"].values())
     threads = torch.get_num_threads()
     print(f"{n / 1e6:.2f}M float32 entries per source, torch {torch.__version__}, {threads} threads")
@@ -147,9 +151,9 @@ def main() -> None:
         start = time.perf_counter()
         [v.sum() for v in read]
         times["plain read"].append(time.perf_counter() - start)
-    print("reduction pass (5 dots, l1, linf, per layer), median [min] over", args.repeats, "repeats:")
+    print("reduction pass (5 dots, l1, linf, per layer), median [min–max] over", args.repeats, "repeats:")
     for label, ts in times.items():
-        print(f"  {label:<14} {1e3 * statistics.median(ts):.2f} ms [{1e3 * min(ts):.2f}]")
+        print(f"  {label:<14} {1e3 * statistics.median(ts):.2f} ms [{1e3 * min(ts):.2f}–{1e3 * max(ts):.2f}]")
 
 
 if __name__ == "__main__":

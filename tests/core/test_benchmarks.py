@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -123,3 +124,42 @@ def test_each_peers_top_eigenvalue_and_trace_are_the_exact_ones(peer):
     assert hvps == 30
     off_diagonal = float((h**2).sum() - (h.diagonal() ** 2).sum())
     assert abs(estimate - float(h.trace())) <= 5 * (2 * off_diagonal / 30) ** 0.5
+
+
+@pytest.mark.parametrize(
+    ("dots", "normed"),
+    [
+        ({("g", "dx_prev"), ("g", "g"), ("x", "x"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev")}, "x"),
+        ({("g", "g"), ("dg_prev", "x"), ("dg_prev", "dg_prev")}, "dx_prev"),  # a norm of a vector not in V
+    ],
+)
+def test_the_gram_candidate_equals_the_per_dot_pass_to_float64_accuracy(dots, normed):
+    """benchmarks/gram_reductions.py (V Vᵀ per chunk) against the library's one dot per pair, float64 model
+    of several chunked tensors and small ones, per layer and in total: the timing compares equal work."""
+    import gram_reductions
+
+    import optprobe.reductions as library
+    from optprobe.reductions import Workspace, layer_of
+
+    shapes = {"a.weight": (400, 700), "a.bias": (400,), "b.weight": (300, 500), "c.weight": (10, 300)}
+    assert sum(math.prod(s) > Workspace.chunk(torch.device("cpu")) for s in shapes.values()) == 2
+    gen = torch.Generator().manual_seed(0)
+    sources = {
+        s: {n: torch.randn(shape, generator=gen, dtype=torch.float64) for n, shape in shapes.items()}
+        for s in ("g", "x", "prev", "prev_grad")
+    }
+    names, layers = list(shapes), [layer_of(n) for n in shapes]
+    results = []
+    for module in (gram_reductions, library):
+        reduction = module.Reduction(sources, dots, {normed}, {normed, "g"}, Workspace())
+        for name in reversed(names):
+            reduction.add(name, sources)
+        results.append(reduction.result(names, layers))
+    assert type(gram_reductions.Reduction(sources, dots, set(), set())) is not library.Reduction
+    (gram_dots, gram_l1, gram_linf), (dot_dots, dot_l1, dot_linf) = results
+    assert set(gram_dots) == set(dot_dots) == dots
+    for got, want in [*((gram_dots[p], dot_dots[p]) for p in dots), (gram_l1[normed], dot_l1[normed])]:
+        assert got.per_layer == pytest.approx(want.per_layer, rel=1e-13)
+        assert got.total == pytest.approx(want.total, rel=1e-13)
+    for v in (normed, "g"):
+        assert (gram_linf[v].per_layer, gram_linf[v].total) == (dot_linf[v].per_layer, dot_linf[v].total)
