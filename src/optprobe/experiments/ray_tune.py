@@ -90,7 +90,6 @@ def run_on_tune(
             "cluster give a shared filesystem mounted at the same path on every node (NFS, s3fs, …)"
         )
     root = Path(storage_path).resolve() / experiment.name
-    started = time.time()
     name = f"_tune-{sweep_key(experiment)}"
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
@@ -118,9 +117,7 @@ def run_on_tune(
             f"{len(failed)} of {len(results)} trials failed after {max_failures} retries; the first: "
             f"{failed[0].error!r}. Run the same command again to retry them"
         )
-    run_dirs = [root / run.label for run in experiment.runs]
-    _raise_first_divergence(run_dirs, since=started)
-    return run_dirs
+    return [root / run.label for run in experiment.runs]  # divergences are in run.json, as locally
 
 
 def trainable(
@@ -134,24 +131,12 @@ def trainable(
     return tune.with_resources(bound, parse_resources(resources, device))
 
 
-def _raise_first_divergence(run_dirs: list[Path], since: float) -> None:
-    """Like the local executor, raise the first run's divergence (its table is complete up to it) once
-    every run is done; read from the runs' trial records, as Tune's own result files may be turned off."""
-    from optprobe.experiments.runner import Divergence
-
-    for run_dir in run_dirs:
-        for attempt in read_attempts(run_dir):
-            if attempt.get("diverged") and attempt["time"] >= since:
-                raise Divergence(attempt["diverged"])
-
-
 def _trial(config: dict[str, Any], experiment: ExperimentConfig, root: str, device: str) -> None:
     """One Tune trial: train (or resume, or skip when finished) the run ``config["label"]``."""
     import ray
     import torch
-    from ray import tune
 
-    from optprobe.experiments.runner import CHECKPOINT, Divergence, run_one
+    from optprobe.experiments.runner import CHECKPOINT, run_one
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     run = next(r for r in experiment.runs if r.label == config["label"])
@@ -159,11 +144,9 @@ def _trial(config: dict[str, Any], experiment: ExperimentConfig, root: str, devi
     node = ray.get_runtime_context().get_node_id()
     _record_attempt(run_dir, {"node_id": node, "resumed": (run_dir / CHECKPOINT).exists()})
     sink = TuneSink()
-    try:  # under Ray, "cuda" is the GPU Ray gave the trial (CUDA_VISIBLE_DEVICES)
-        run_one(run, run_dir, experiment, "cuda" if device.startswith("cuda") else device, False, [sink])
-    except Divergence as exc:  # the table ends at the divergence and the run is finished: no retry
-        _record_attempt(run_dir, {"node_id": node, "diverged": str(exc)})
-        tune.report({**sink.last, "diverged": 1.0})
+    # under Ray, "cuda" is the GPU Ray gave the trial (CUDA_VISIBLE_DEVICES); a divergence ends the run
+    # normally (recorded in run.json, said by the CLI afterwards), so Tune does not retry it
+    run_one(run, run_dir, experiment, "cuda" if device.startswith("cuda") else device, False, [sink])
 
 
 def _record_attempt(run_dir: Path, fields: dict[str, Any]) -> None:
