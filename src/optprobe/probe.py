@@ -119,22 +119,10 @@ class Probe:
             self.config = dataclasses.replace(self.config, metrics=tuple(names))
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
-        refused = [m for m in periodic if not getattr(m, "sharded", False) or getattr(m, "on", "") != "batch"]
-        if refused and self.evaluator.sharded:
-            on = getattr(refused[0], "on", "batch")
-            raise OptprobeError(
-                "periodic (curvature) metrics other than Sharpness and HessianTrace on the periodic batch "
-                f"need whole parameters and are not supported under fully_shard (got "
-                f"{type(refused[0]).__name__}{'' if on == 'batch' else f', on={on!r}'}); measure them on an "
-                "unsharded copy of the model"
-            )
+        if self.evaluator.sharded:
+            _check_shardable(periodic)
         self.params = trained_parameters(model)
-        complex_params = [name for name, p in self.params.items() if p.is_complex()]
-        if complex_params:
-            raise OptprobeError(
-                f"complex parameters ({', '.join(complex_params[:3])}) are not supported: the metrics are "
-                "defined for real x; train torch.view_as_real views as real parameters instead"
-            )
+        _check_real(self.params)
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
         self.layers = list(dict.fromkeys(self.param_layers))
@@ -143,19 +131,8 @@ class Probe:
         self.reference = None if ref is None else ref.params
         self.reference_buffers = None if ref is None else ref.buffers  # every pass at x* uses them
         if ref is not None and ref.missing_buffers and self.config.eval_mode:
-            self._warn(
-                "reference_without_buffers",
-                f"the reference has no {', '.join(ref.missing_buffers[:5])}"
-                + (" …" if len(ref.missing_buffers) > 5 else "")
-                + "; eval-mode passes at x* use the model's buffers as they are now, when the Probe is "
-                "built, so F(x*) is not the reference model's own loss: pass a reference with its buffers "
-                "(a module, or its full state_dict)",
-            )
-        if isinstance(eval_loader, Iterator):  # a generator: read once, but F is measured again and again
-            raise OptprobeError(
-                f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
-                "F is measured many times: pass a list of batches or a DataLoader"
-            )
+            self._warn("reference_without_buffers", _missing_buffers_message(ref.missing_buffers))
+        _check_reusable(eval_loader)
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         for metric in self.metrics:
             metric.needs.check(type(metric).__name__)
@@ -523,6 +500,48 @@ class Probe:
             self._table.close()
             self._table = None
         self._keep_rows = self.rows_written
+
+
+def _check_shardable(periodic: Sequence[PeriodicMetric]) -> None:
+    """Under fully_shard only Sharpness and HessianTrace on the periodic batch run (finite differences)."""
+    refused = [m for m in periodic if not getattr(m, "sharded", False) or getattr(m, "on", "") != "batch"]
+    if refused:
+        on = getattr(refused[0], "on", "batch")
+        raise OptprobeError(
+            "periodic (curvature) metrics other than Sharpness and HessianTrace on the periodic batch "
+            f"need whole parameters and are not supported under fully_shard (got "
+            f"{type(refused[0]).__name__}{'' if on == 'batch' else f', on={on!r}'}); measure them on an "
+            "unsharded copy of the model"
+        )
+
+
+def _check_real(params: Mapping[str, Tensor]) -> None:
+    """The metrics are defined for real x: refuse complex parameters, saying what to train instead."""
+    complex_params = [name for name, p in params.items() if p.is_complex()]
+    if complex_params:
+        raise OptprobeError(
+            f"complex parameters ({', '.join(complex_params[:3])}) are not supported: the metrics are "
+            "defined for real x; train torch.view_as_real views as real parameters instead"
+        )
+
+
+def _check_reusable(eval_loader: Iterable[Batch] | None) -> None:
+    """F is measured again and again: a one-shot iterator (a generator) would be empty after the first."""
+    if isinstance(eval_loader, Iterator):
+        raise OptprobeError(
+            f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
+            "F is measured many times: pass a list of batches or a DataLoader"
+        )
+
+
+def _missing_buffers_message(missing: Sequence[str]) -> str:
+    """Why eval-mode passes at a reference without its buffers do not measure the reference's own F."""
+    return (
+        f"the reference has no {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
+        + "; eval-mode passes at x* use the model's buffers as they are now, when the Probe is built, so "
+        "F(x*) is not the reference model's own loss: pass a reference with its buffers (a module, or its "
+        "full state_dict)"
+    )  # fmt: skip
 
 
 def _random_scaling(optimizer: Any) -> Any:
