@@ -503,14 +503,12 @@ class Probe:
 
 
 def _check_shardable(periodic: Sequence[PeriodicMetric]) -> None:
-    """Under fully_shard only Sharpness and HessianTrace on the periodic batch run (finite differences)."""
-    refused = [m for m in periodic if not getattr(m, "sharded", False) or getattr(m, "on", "") != "batch"]
+    """Under fully_shard only Sharpness and HessianTrace run (products by finite differences)."""
+    refused = [m for m in periodic if not getattr(m, "sharded", False)]
     if refused:
-        on = getattr(refused[0], "on", "batch")
         raise OptprobeError(
-            "periodic (curvature) metrics other than Sharpness and HessianTrace on the periodic batch "
-            f"need whole parameters and are not supported under fully_shard (got "
-            f"{type(refused[0]).__name__}{'' if on == 'batch' else f', on={on!r}'}); measure them on an "
+            "periodic (curvature) metrics other than Sharpness and HessianTrace need whole parameters and "
+            f"are not supported under fully_shard (got {type(refused[0]).__name__}); measure them on an "
             "unsharded copy of the model"
         )
 

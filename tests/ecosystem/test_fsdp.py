@@ -51,8 +51,6 @@ def _check_refusals(model: nn.Module, rank: int) -> None:
         Probe(model, _loss, out_dir=None, periodic=[object()])  # type: ignore[list-item]
     with pytest.raises(OptprobeError, match="DiagonalGeometry"):
         Probe(model, _loss, out_dir=None, periodic=[DiagonalGeometry()])
-    with pytest.raises(OptprobeError, match="on='eval'"):
-        Probe(model, _loss, out_dir=None, periodic=[Sharpness(on="eval")])
     evaluator = evaluator_for(model, _loss)
     point = {name: p.detach().to_local() for name, p in model.named_parameters()}
     uneven = [(torch.ones(2, 5, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))] * (1 + rank)
@@ -110,6 +108,45 @@ def _curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
     loss = _loss(model, batch)
     loss.backward()
     return probe.end_step(loss)
+
+
+CHUNKS = (5, 3, 6, 2)  # F's eval chunks: each rank reads two (FSDP needs the same number per rank)
+
+
+def _full_curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
+    """One probed step with sharpness and trace of ∇²F over the eval chunks (each rank reads its own)."""
+    x, y = _data()
+    starts = [sum(CHUNKS[:i]) for i in range(len(CHUNKS))]
+    chunks = [(x[a : a + n], y[a : a + n]) for a, n in zip(starts, CHUNKS, strict=True)]
+    batch = (x[:16][rank::world], y[:16][rank::world])
+    periodic = [
+        Sharpness(every=1, k=2, bottom=True, tol=1e-8, max_iter=57, on="eval"),
+        HessianTrace(every=1, n_probes=10, seed=3, on="eval"),
+    ]
+    probe = Probe(model, _loss, config=ProbeConfig(metrics=("norms",)), periodic=periodic, out_dir=None,
+                  eval_loader=chunks[rank::world])  # fmt: skip
+    probe.begin_step(batch)
+    model.zero_grad()
+    loss = _loss(model, batch)
+    loss.backward()
+    return probe.end_step(loss)
+
+
+def _full_curvature_worker(rank: int) -> dict:
+    return _full_curvature_row(_sharded(_model()), rank, 2)
+
+
+@pytest.mark.slow
+def test_fsdp_sharpness_and_trace_of_f_equal_single_process_over_every_ranks_chunks(tmp_path):
+    """on="eval" under fully_shard: differences of ∇F (every rank's chunks, F's masks) give one process's
+    exact λ_max, λ_2, λ_min and trace of ∇²F over all the chunks."""
+    from test_ddp_collectives import _spawn
+
+    ranks = _spawn(_full_curvature_worker, tmp_path)
+    single = _full_curvature_row(_model())
+    for row in ranks:
+        for key in ("sharpness", "sharpness_2", "sharpness_min", "hessian_trace", "hessian_trace_se"):
+            assert row[key] == pytest.approx(single[key], rel=1e-9), key
 
 
 def _curvature_worker(rank: int) -> dict:

@@ -14,7 +14,7 @@ step h = ε_mach^{1/3} · max(1, ‖x‖) / ‖v‖ balances the two error terms
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -28,14 +28,21 @@ from optprobe.sharding import shard_like
 
 
 class ShardedHessianOperator(MatmulMixin):
-    """v ↦ ∇²ℓ(x, z) v for a ``fully_shard``-ed model at x (this rank's local shards) on this rank's batch z;
-    v (d,) or a stack (k, d) of whole vectors, the same on every rank."""
+    """v ↦ ∇²ℓ(x, z) v for a ``fully_shard``-ed model at x (this rank's local shards) on this rank's batch z,
+    or, with ``loader``, v ↦ ∇²F(x) v for F over every rank's eval chunks (F's ``seed`` and masks, as
+    :meth:`~optprobe.evaluation.Evaluator.full_loss_and_grad` computes ∇F); v (d,) or a stack (k, d) of
+    whole vectors, the same on every rank."""
 
-    def __init__(self, evaluator: Evaluator, params: Mapping[str, Tensor], batch: Batch) -> None:
+    def __init__(
+        self, evaluator: Evaluator, params: Mapping[str, Tensor], batch: Batch | None = None,
+        loader: Iterable[Batch] | None = None, seed: int = 0,
+    ) -> None:  # fmt: skip
+        if (batch is None) == (loader is None):
+            raise ValueError("pass the batch (ℓ's Hessian) or the loader (F's), not both")
         self.evaluator = evaluator
         self.live = evaluator.params  # the model's DTensor parameters: global shapes, mesh, placements
         self.point = {name: p.detach() for name, p in params.items()}
-        self.batch = batch
+        self.batch, self.loader, self.seed = batch, loader, seed
         self.layout = ParamLayout.of({name: self.live[name] for name in self.point})
         first = next(iter(self.point.values()))
         self.dtype, self.device = first.dtype, first.device
@@ -68,7 +75,11 @@ class ShardedHessianOperator(MatmulMixin):
         return self.layout.flatten(whole)
 
     def _grad(self, point: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The local shards of the rank-mean ∇ℓ(point, z)."""
+        """The local shards of the rank-mean ∇ℓ(point, z), or of ∇F(point) with a loader."""
+        if self.loader is not None:
+            _, grad, _ = self.evaluator.full_loss_and_grad(point, self.loader, self.seed)
+            assert grad is not None
+            return dict(grad)
         grads: dict[str, Tensor] = {}
         self.evaluator.stream_grad(point, self.batch, grads.__setitem__, rng=self._rng, across_ranks=False)
         return grads

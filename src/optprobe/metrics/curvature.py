@@ -34,7 +34,7 @@ class _HessianMetric(PeriodicMetric):
     ``<metric>_batch_hvps``: its cost in Hessian-vector products on the periodic batch."""
 
     family = "curvature"
-    sharded = False  # supported under fully_shard (FSDP2), on="batch" only: see ShardedHessianOperator
+    sharded = False  # supported under fully_shard (FSDP2): see ShardedHessianOperator
 
     def __init__(self, every: int, seed: int, chunk_size: int | None, on: str = "batch") -> None:
         if on not in ("batch", "eval"):
@@ -61,6 +61,8 @@ class _HessianMetric(PeriodicMetric):
         if self.on == "eval":
             if self._loader is None:
                 raise OptprobeError("on='eval' needs the Probe's eval_loader (attach was not called)")
+            if evaluator.sharded:
+                return ShardedHessianOperator(evaluator, params, loader=self._loader, seed=self._f_seed)
             return FullHessianOperator(evaluator, params, self._loader, self._f_seed, self.chunk_size)
         if evaluator.sharded:
             return ShardedHessianOperator(evaluator, params, batch)
@@ -79,7 +81,7 @@ class Sharpness(_HessianMetric):
     """``sharpness`` = λ_max(H) (``sharpness_<i>`` for i ≤ k), ``sharpness_hvps``, ``sharpness_converged``
     (1 when Lanczos met its residual bound, 0 when it stopped at ``max_iter``: the values are then only
     lower bounds, θ_i ≤ λ_i); with ``bottom``, ``sharpness_min`` = λ_min and ``spectral_norm`` =
-    max(|λ_max|, |λ_min|). Under fully_shard (on="batch"): products by differences of gradients."""
+    max(|λ_max|, |λ_min|). Under fully_shard: products by differences of gradients (of ℓ, or of F)."""
 
     columns = ("sharpness", "spectral_norm")
     sharded = True
@@ -117,7 +119,7 @@ class Sharpness(_HessianMetric):
 class HessianTrace(_HessianMetric):
     """``hessian_trace`` ≈ tr H and ``hessian_trace_se``, its standard error, from ``n_probes`` products by
     ``estimator`` = ``"hutchinson"`` or ``"hutchpp"`` (Hutch++: better on low-rank-plus-noise spectra).
-    Under fully_shard (on="batch"): products by differences of gradients."""
+    Under fully_shard: products by differences of gradients (of ℓ, or of F)."""
 
     columns = ("hessian_trace",)
     sharded = True
