@@ -398,10 +398,11 @@ def _print_divergences(run_dirs: Sequence[Path]) -> int:
 
     unexpected = 0
     for run_dir in run_dirs:
-        message = divergence_message(run_dir)
+        info = read_run_info(run_dir)
+        message = divergence_message(run_dir, info)
         if message is not None:
             print(f"optprobe: {message}", file=sys.stderr)
-            unexpected += not divergence_expected(read_run_info(run_dir))
+            unexpected += not divergence_expected(info)
     return unexpected
 
 

@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def update_run_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
     return info
 
 
-def divergence_expected(info: dict[str, Any]) -> bool:
+def divergence_expected(info: Mapping[str, Any]) -> bool:
     """Whether run.json's divergence was one the experiment declared (``on_divergence = "expected"``)."""
     record = info.get("divergence")
     return isinstance(record, dict) and record.get("policy") == "expected"

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from optprobe.curvature.relaxed import relaxed_smoothness
+from optprobe.runinfo import divergence_expected
 
 RunInfo = Mapping[str, Any]
 
@@ -559,7 +560,7 @@ def check_divergence(table: pd.DataFrame, info: RunInfo | None = None) -> Verdic
             f"diverged: the loss is {record.get('loss')} at step {record.get('step')}; training stopped "
             f"there (on_divergence={record.get('policy')!r}), the other verdicts cover the steps before it"
         )
-        if record.get("policy") == "expected":
+        if divergence_expected(info or {}):
             detail += "; the experiment expects it (this run shows a step size where training is unstable)"
         return Verdict(key, assumption, statistic, 1.0, criterion, Label.FAILS, detail)
     if not (info or {}).get("finished"):
