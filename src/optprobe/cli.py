@@ -230,6 +230,7 @@ def _sweep_parser(sub: Any) -> None:
         "examples:\n"
         "  optprobe sweep local_convexity --grid lr=1e-4,3e-4,1e-3 --seeds 3   # runs/local_convexity_sweep\n"
         "  optprobe sweep convex_sanity --grid lr=0.01,0.1 --grid probe.every=1,5 --quick\n"
+        "  optprobe sweep gradient_statistics --runs adamw --grid lr=1e-3,3e-3 --criterion full_loss\n"
         "  optprobe sweep update_correlation --grid lr=1e-3,3e-3 --executor ray --resources cpu=2",
     )  # fmt: skip
     sweep.add_argument("experiment", help="a name from `optprobe list` or an experiment TOML file")
