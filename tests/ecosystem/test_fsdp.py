@@ -102,7 +102,13 @@ def _curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict:
         Sharpness(every=1, k=2, bottom=True, tol=1e-8, max_iter=57),
         HessianTrace(every=1, n_probes=10, seed=3),
     ]
-    probe = Probe(model, _loss, config=ProbeConfig(metrics=("norms",)), periodic=periodic, out_dir=None)
+    return _probed_step(model, batch, periodic)
+
+
+def _probed_step(model: nn.Module, batch, periodic: list, eval_loader=None) -> dict:
+    """The row of one probed step on ``batch`` with the ``periodic`` metrics."""
+    config = ProbeConfig(metrics=("norms",))
+    probe = Probe(model, _loss, config=config, periodic=periodic, eval_loader=eval_loader, out_dir=None)
     probe.begin_step(batch)
     model.zero_grad()
     loss = _loss(model, batch)
@@ -123,13 +129,7 @@ def _full_curvature_row(model: nn.Module, rank: int = 0, world: int = 1) -> dict
         Sharpness(every=1, k=2, bottom=True, tol=1e-8, max_iter=57, on="eval"),
         HessianTrace(every=1, n_probes=10, seed=3, on="eval"),
     ]
-    probe = Probe(model, _loss, config=ProbeConfig(metrics=("norms",)), periodic=periodic, out_dir=None,
-                  eval_loader=chunks[rank::world])  # fmt: skip
-    probe.begin_step(batch)
-    model.zero_grad()
-    loss = _loss(model, batch)
-    loss.backward()
-    return probe.end_step(loss)
+    return _probed_step(model, batch, periodic, chunks[rank::world])
 
 
 def _full_curvature_worker(rank: int) -> dict:
