@@ -114,6 +114,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start :func:`peak_memory` afresh from what is in use now (Linux: VmHWM := VmRSS; CUDA: torch's)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets this process's peak resident set size (Linux ≥ 4.0)
+
+
 def peak_memory(device: str) -> float:
     """Peak memory of this process so far, bytes: resident set size on a CPU, allocated tensors on CUDA.
 

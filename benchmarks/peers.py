@@ -7,7 +7,8 @@ Contenders, each training the same model on the same batch with SGD (lr 0.01, no
 * floor +1 forward / +1 forward+backward: plain plus one bare extra pass of the model, the least any
   tool that evaluates the loss (gradient) at a second point must add (the gaps-only set needs one
   forward, the full set one forward+backward, each at x_{t−1});
-* optprobe gaps only / full set / full set + x* (an x* adds the same passes at x*);
+* optprobe gaps only / full set / full set + x* (an x* adds the same passes at x*), each also with
+  ``ProbeConfig(compile_reductions=True)`` (", compiled": one compiled kernel per large tensor);
 * the seed authors' loop: a re-implementation of the per-step measurement in Submission14212's
   ``ImageClassification/Cifar10/train.py`` (see :class:`AuthorsLoop` for the lines it follows);
 * Cockpit economy / business (``pip install cockpit-for-pytorch``, see the ``peers`` extra), skipped with
@@ -15,10 +16,11 @@ Contenders, each training the same model on the same batch with SGD (lr 0.01, no
 
 Time: contenders are interleaved round by round in an order rotated each round, each ratio is taken
 against plain in the same round, and the table gives its median and [min–max] over rounds. Memory:
-each contender trains a few steps in a fresh process (after the same tiny warm-up of every contender,
-so one-time imports and initialisation are paid alike) and reports its peak (peak RSS on a CPU, peak
-allocated on CUDA); the table gives (peak − plain's peak) / bytes of one parameter copy, median and
-[min–max] over ``--memory-runs`` processes each. The floors measured the same way are the extra passes'
+each contender trains a few steps in a fresh process, after the same warm-up (two steps of every
+contender on the model, so one-time imports, initialisation and compiled kernels are paid alike, then
+the peak is reset), and reports its peak (peak RSS on a CPU, peak allocated on CUDA); the table gives
+(peak − plain's peak) / bytes of one parameter copy, median and [min–max] over ``--memory-runs``
+processes each. The floors measured the same way are the extra passes'
 own activations; "own" subtracts the floor a contender's passes set from its memory.
 
     python benchmarks/peers.py [--models mlp-1.3m 3c3d] [--rounds 7] [--steps 10] [--device cpu|cuda]
@@ -36,17 +38,23 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
-from _common import Batch, loss_fn, make_model, peak_memory, placed, timed, train_steps
+from _common import Batch, loss_fn, make_model, peak_memory, placed, reset_peak_memory, timed, train_steps
 from torch import nn
 
 from optprobe.probe import Probe, ProbeConfig
 
-OPTPROBE = {
+EAGER = {
     "optprobe gaps only": (ProbeConfig(metrics=("convexity",)), False),
     "optprobe full set": (ProbeConfig(), False),
     "optprobe full set + x*": (ProbeConfig(), True),
+}
+COMPILED = ", compiled"  # each again with ProbeConfig(compile_reductions=True)
+OPTPROBE = {
+    **EAGER,
+    **{name + COMPILED: (replace(cfg, compile_reductions=True), ref) for name, (cfg, ref) in EAGER.items()},
 }
 COCKPIT = {"Cockpit economy": "economy", "Cockpit business": "business"}
 CONTENDERS = (
@@ -59,6 +67,7 @@ FLOORS = {
     "optprobe full set + x*": ("floor +1 forward+backward", 2),
     "authors' loop": ("floor +1 forward+backward", 1),
 }
+FLOORS.update({name + COMPILED: FLOORS[name] for name in EAGER})
 
 
 class Contender:
@@ -296,11 +305,17 @@ def time_round(
 
 
 def measure_memory(name: str, model_name: str, device: str, names: list[str], steps: int = 4) -> float:
-    """Peak memory of ``steps`` steps of ``name`` in this (fresh) process, after every contender's warm-up."""
-    for other in names:  # a tiny model through every contender: one-time imports, initialisation
-        tiny = Contender(other, "tiny", device)
-        tiny.run(2)
-        tiny.close()
+    """Peak memory of ``steps`` steps of ``name`` in this (fresh) process, after every contender's warm-up.
+
+    The warm-up (two steps of every contender on the model) pays one-time costs alike in every process:
+    imports, initialisation, compiled kernels; the peak is then reset, so it counts the measured steps.
+    """
+    for other in names:
+        warm = Contender(other, model_name, device)
+        warm.run(2)
+        warm.close()
+    del warm
+    reset_peak_memory(device)
     contender = Contender(name, model_name, device)
     contender.run(steps)
     peak = peak_memory(device)

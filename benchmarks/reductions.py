@@ -5,10 +5,11 @@ at ``--steps`` measured steps the pass reduces the real g_t, x_t, x_{t−1} and 
 small beside x_t, as in training) to the five inner products, ‖g‖₁ and ‖g‖∞ the full set needs, per
 layer. Each value is compared with the same quantity computed in float64 from the float64 sources; the
 table gives the largest relative error over steps, per quantity, for the layer totals and for the
-per-layer values. ``--compare-with`` loads another checkout's ``optprobe/reductions.py`` beside this one
-(same inputs, timed in alternation, order rotated) to compare the implementations; it may be given more
-than once. Times: median and [min–max] over ``--repeats``, with one plain read of the four sources
-(``sum`` of each) for scale.
+per-layer values. "compiled" is this checkout with ``compile_reductions`` (one compiled kernel per tensor
+of at least a chunk, sums in float64; compiled before the timing). ``--compare-with`` loads another
+checkout's ``optprobe/reductions.py`` beside this one (same inputs, timed in alternation, order rotated)
+to compare the implementations; it may be given more than once. Times: median and [min–max] over
+``--repeats``, with one plain read of the four sources (``sum`` of each) for scale.
 
     python benchmarks/reductions.py [--repeats 40] [--compare-with ../old/src/optprobe/reductions.py]
 """
@@ -89,10 +90,9 @@ def reduced(module: ModuleType, sources: Sources, workspace: object) -> dict[str
 
 
 def worst_errors(
-    module: ModuleType, all_sources: list[Sources], refs: list[dict[str, dict[str, float]]]
+    module: ModuleType, workspace: object, all_sources: list[Sources], refs: list[dict[str, dict[str, float]]]
 ) -> dict[str, tuple[float, float]]:
     """Per quantity: (largest relative error of the total, of any layer's value) over the steps."""
-    workspace = module.Workspace()
     worst: dict[str, tuple[float, float]] = {}
     for sources, ref in zip(all_sources, refs, strict=True):
         got = reduced(module, sources, workspace)
@@ -126,19 +126,22 @@ def main() -> None:
     all_sources = training_sources(args.steps)
     layers = {n: layer_of(n) for n in all_sources[0]["g"]}
     refs = [reference(s, layers) for s in all_sources]
-    modules = {"this checkout": current}
+    modules = {"this checkout": current, "compiled": current}
     for i, path in enumerate(args.compare_with):
         modules[f"compared {i + 1}"] = load(path, f"compared_{i}")
         print(f"compared {i + 1}: {path}")
+    workspaces = {
+        label: module.Workspace(compiled=True) if label == "compiled" else module.Workspace()
+        for label, module in modules.items()
+    }
     n = sum(t.numel() for t in all_sources[0]["g"].values())
     threads = torch.get_num_threads()
     print(f"{n / 1e6:.2f}M float32 entries per source, torch {torch.__version__}, {threads} threads")
     print("largest relative error vs float64 over", args.steps, "training steps: total / any layer")
     for label, module in modules.items():
-        errors = worst_errors(module, all_sources, refs)
+        errors = worst_errors(module, workspaces[label], all_sources, refs)
         print(f"  {label:<14}" + ", ".join(f"{k} {t:.1e}/{p:.1e}" for k, (t, p) in sorted(errors.items())))
     sources = all_sources[-1]
-    workspaces = {label: module.Workspace() for label, module in modules.items()}
     times: dict[str, list[float]] = {label: [] for label in modules}
     read = [torch.cat([t.reshape(-1) for t in d.values()]) for d in sources.values()]
     times["plain read"] = []

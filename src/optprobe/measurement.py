@@ -46,7 +46,8 @@ class StepMeasurement:
 
     ``names``/``param_layers``: the trained tensors and their layers; ``snapshots``: the points held;
     ``warn``: the Probe's counted warnings; ``zero_update_undefined``: whether Δ_t = 0 makes a measured
-    metric undefined (smoothness against x_{t−1}), which is then warned about.
+    metric undefined (smoothness against x_{t−1}), which is then warned about; ``compiled``: reduce large
+    tensors with compiled kernels (``ProbeConfig.compile_reductions``).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class StepMeasurement:
         snapshots: Snapshots,
         warn: Warn,
         zero_update_undefined: bool,
+        compiled: bool = False,
     ) -> None:
         self.metrics = list(metrics)
         self.needs = Needs.union(m.needs for m in self.metrics) | Needs(dots=frozenset({("g", "g")}))
@@ -67,7 +69,7 @@ class StepMeasurement:
         self.snapshots = snapshots
         self.warn = warn
         self.zero_update_undefined = zero_update_undefined
-        self.workspace = Workspace()
+        self.workspace = Workspace(compiled, lambda message: warn("compile_failed", message))
 
     def measure(
         self, t: int, epoch: int, x: Params, grads: Params, loss: Tensor, pending: Pending,

@@ -142,6 +142,7 @@ class Probe:
         self._measurement = StepMeasurement(
             self.metrics, self.evaluator, self.names, self.param_layers, self._snapshots, self._warn,
             zero_update_undefined="smoothness" in self.config.metrics,  # Δ_t = 0: smoothness is 0/0
+            compiled=self.config.compile_reductions,
         )  # fmt: skip
         self.fullbatch = (
             None

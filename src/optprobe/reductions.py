@@ -110,6 +110,8 @@ class LayerSums:
 
 
 Sources = Mapping[str, Mapping[str, Tensor]]
+Parts = dict[str, list[Tensor]]  # vector → its sources' (flat) pieces
+Columns = tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  # (dots, l1, linf)
 Reduced = tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]
 _CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
@@ -126,11 +128,34 @@ def available(vector: str, sources: Iterable[str]) -> bool:
 
 
 class Workspace:
-    """Cache-sized buffers reused by every call (one per dtype and device); keep one per Probe."""
+    """Cache-sized buffers reused by every call (one per dtype and device); keep one per Probe.
 
-    def __init__(self) -> None:
+    ``compiled``: reduce each tensor of at least a chunk with one compiled kernel (:mod:`optprobe.fused`,
+    compiled once per set of columns in a process). If compiling fails, ``warn`` is told why and this
+    workspace uses the eager reduction from then on.
+    """
+
+    def __init__(self, compiled: bool = False, warn: Callable[[str], None] | None = None) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         self._indices: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+        self.compiled = compiled
+        self._warn = warn
+
+    def fused(self, columns: Columns, name: str, sources: Sources) -> Tensor | None:
+        """The columns of tensor ``name`` (read from ``sources``) by their compiled kernel, as a
+        (1, columns) row; None (use the eager reduction) when compiling has failed."""
+        from optprobe.fused import fused_kernel  # imports torch's compiler: only when asked for
+
+        kernel, kernel_sources = fused_kernel(*columns)
+        try:
+            with torch.no_grad():
+                return kernel(*(sources[s][name] for s in kernel_sources))[None]
+        except Exception as error:  # a missing compiler, an unsupported device: measure eagerly instead
+            self.compiled = False
+            if self._warn is not None:
+                self._warn(f"compile_reductions: torch.compile failed ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''}); using the eager reductions")
+            return None
 
     @staticmethod
     def chunk(device: torch.device) -> int:
@@ -154,7 +179,6 @@ class Workspace:
         return self._indices[key]
 
 
-Parts = dict[str, list[Tensor]]  # vector → its sources' (flat) pieces
 
 
 class Reduction:
@@ -209,6 +233,12 @@ class Reduction:
             self._held.append((name, parts))
             self._held_numel += _aligned(numel)
             return
+        if self.workspace.compiled:
+            row = self.workspace.fused((tuple(self.dots), tuple(self.l1), tuple(self.linf)), name, sources)
+            if row is not None:
+                self._pieces.append(row)
+                self._owners.append(name)
+                return
         for start in range(0, numel, chunk):
             piece = {v: [p[start : start + chunk] for p in ps] for v, ps in parts.items()}
             self._reduce_group([(name, piece)])
@@ -231,7 +261,7 @@ class Reduction:
         self._flush()
         unique_layers = list(dict.fromkeys(layers))
         layer_of_name = {name: unique_layers.index(layer) for name, layer in zip(names, layers, strict=True)}
-        pieces = torch.cat(self._pieces).double().T.contiguous()  # (columns, pieces)
+        pieces = torch.cat([p.double() for p in self._pieces]).T.contiguous()  # (columns, pieces)
         owner = self.workspace.index([layer_of_name[n] for n in self._owners], pieces.device)
         owner = owner[None].expand_as(pieces)
         n_sums = len(self.dots) + len(self.l1)

@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import peers  # noqa: E402
-from _common import loss_fn, peak_memory  # noqa: E402
+from _common import loss_fn, peak_memory, reset_peak_memory  # noqa: E402
 
 
 def test_a_child_reports_its_own_peak_memory_not_its_larger_parents():
@@ -36,6 +36,17 @@ def test_a_child_reports_its_own_peak_memory_not_its_larger_parents():
     assert parent > 400 * 2**20
     assert float(out.stdout.strip()) < parent - 300 * 2**20
     del ballast
+
+
+def test_a_reset_peak_counts_only_what_comes_after_it():
+    """200 MB held and freed before the reset are not in the peak after it (a warm-up's compile, say)."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the peak RSS is reset through /proc (Linux)")
+    ballast = bytearray(b"1") * (200 * 2**20)
+    before = peak_memory("cpu")
+    del ballast
+    reset_peak_memory("cpu")
+    assert peak_memory("cpu") < before - 150 * 2**20
 
 
 @pytest.mark.parametrize("name", [n for n in peers.CONTENDERS if n != "plain"])

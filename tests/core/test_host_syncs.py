@@ -6,6 +6,7 @@ Every tensor → Python conversion (``item``, ``tolist``, ``cpu``, ``numpy``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -33,13 +34,19 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize("metrics", [("convexity",), None])
 @pytest.mark.parametrize("with_reference", [False, True])
-def test_a_measured_step_makes_one_host_transfer(metrics, with_reference, tmp_path, monkeypatch):
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
-    reference = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1)) if with_reference else None
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_measured_step_makes_one_host_transfer(metrics, with_reference, compiled, tmp_path, monkeypatch):
+    width = 512 if compiled else 6  # compiled kernels reduce tensors of a chunk (2^17 entries) or more
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.Linear(width, 256), nn.Tanh(), nn.Linear(256, 1))
+
+    model, reference = build(), build() if with_reference else None
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    config = ProbeConfig() if metrics is None else ProbeConfig(metrics=metrics)
+    config = ProbeConfig(compile_reductions=compiled)
+    config = config if metrics is None else dataclasses.replace(config, metrics=metrics)
     probe = Probe(model, mse_loss, optimizer=opt, config=config, reference=reference, out_dir=tmp_path)
-    batch = (torch.randn(16, 6), torch.randn(16))
+    batch = (torch.randn(16, width), torch.randn(16))
 
     def step() -> list[str]:
         probe.begin_step(batch)
@@ -53,8 +60,9 @@ def test_a_measured_step_makes_one_host_transfer(metrics, with_reference, tmp_pa
         return calls
 
     step()  # the first step has no x_{t−1}
+    step()  # the second compiles the kernels of the passes at x_{t−1} (and x*), if compiled
     calls = step()
-    assert probe.rows_written == 2
+    assert probe.rows_written == 3
     assert math.isfinite(probe.last_row["inst_gap_prev"])  # the step was measured at x_{t−1}
     assert len(calls) <= 1, f"{len(calls)} host transfers in one measured step: {calls}"
     probe.close()

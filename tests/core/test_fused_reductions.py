@@ -1,0 +1,145 @@
+"""Compiled reductions (``ProbeConfig(compile_reductions=True)``) against float64 sums and the eager path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import train
+from torch import nn
+
+from optprobe import fused
+from optprobe.probe import Probe, ProbeConfig
+from optprobe.reductions import Reduction, Workspace, layer_of
+
+SHAPES = {"a.weight": (300, 700), "a.bias": (300,), "b.weight": (5, 300)}  # a.weight: compiled; others eager
+NAMES = list(SHAPES)
+DOTS = {("g", "dx_prev"), ("g", "g"), ("x", "x"), ("dx_prev", "dx_prev"), ("dg_prev", "dg_prev")}
+
+
+def _sources(dtype: torch.dtype) -> dict[str, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        source: {n: torch.randn(shape, generator=g).to(dtype) for n, shape in SHAPES.items()}
+        for source in ("g", "x", "prev", "prev_grad")
+    }
+
+
+def _vector(sources, vector: str, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """The vector as the probe builds it (a difference rounded to max(dtype, float32)), in float64."""
+    wide = torch.promote_types(dtype, torch.float32)
+    get = {s: sources[s][name].to(wide).reshape(-1) for s in sources}
+    built = {"dx_prev": get["x"] - get["prev"], "dg_prev": get["g"] - get["prev_grad"], **get}
+    return built[vector].double()
+
+
+def _reduce(sources, workspace: Workspace):
+    reduction = Reduction(sources, DOTS, l1={"g", "dx_prev"}, linf={"g", "dg_prev"}, workspace=workspace)
+    for name in reversed(NAMES):
+        reduction.add(name, sources)
+    return reduction.result(NAMES, [layer_of(n) for n in NAMES])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_compiled_sums_are_float64_sums_of_the_same_vectors(dtype):
+    """The large tensor's columns are float64 sums: 1e-12 of the exact sums of the vectors the eager path
+    builds, in every dtype (the eager path, summing float32 in float32, is ~1e-7 off)."""
+    sources = _sources(dtype)
+    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True))
+    n = "a.weight"  # layer a holds a.weight (compiled) and a.bias (eager, float32 sums: its own tolerance)
+    for a, b in DOTS:
+        exact = float(_vector(sources, a, n, dtype) @ _vector(sources, b, n, dtype))
+        bias = float(_vector(sources, a, "a.bias", dtype) @ _vector(sources, b, "a.bias", dtype))
+        bias_tol = 0 if dtype == torch.float64 else 1e-6 * abs(bias) + 1e-6
+        assert dot_sums[(a, b)].per_layer[0] == pytest.approx(exact + bias, rel=1e-12, abs=bias_tol)
+    exact_l1 = float(_vector(sources, "dx_prev", n, dtype).abs().sum())
+    bias_l1 = float(_vector(sources, "dx_prev", "a.bias", dtype).abs().sum())
+    assert l1["dx_prev"].per_layer[0] == pytest.approx(exact_l1 + bias_l1, rel=1e-9)
+    exact_max = max(float(_vector(sources, "dg_prev", m, dtype).abs().max()) for m in (n, "a.bias"))
+    assert linf["dg_prev"].per_layer[0] == exact_max
+
+
+def test_compiled_float32_is_closer_to_float64_than_eager():
+    """⟨g, g⟩ of float32 sources: the compiled sum is exact to 1e-12, the eager one is not."""
+    sources = _sources(torch.float32)
+    exact = float(_vector(sources, "g", "a.weight", torch.float32).pow(2).sum())
+    only_large = {s: {"a.weight": t["a.weight"]} for s, t in sources.items()}
+    results = {}
+    for compiled in (False, True):
+        reduction = Reduction(only_large, {("g", "g")}, set(), set(), workspace=Workspace(compiled=compiled))
+        reduction.add("a.weight", only_large)
+        results[compiled] = reduction.result(["a.weight"], ["a"])[0][("g", "g")].total
+    assert results[True] == pytest.approx(exact, rel=1e-12)
+    assert results[False] != pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_compiled_non_finite_entries_propagate(bad):
+    sources = _sources(torch.float32)
+    sources["g"]["a.weight"][3, 5] = bad
+    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True))
+    for sums in (dot_sums[("g", "g")], l1["g"], linf["g"]):
+        assert math.isnan(sums.per_layer[0]) if math.isnan(bad) else sums.per_layer[0] == math.inf
+        assert math.isfinite(sums.per_layer[1])
+
+
+def test_a_failed_compile_warns_once_and_reduces_eagerly(monkeypatch):
+    real = fused.fused_kernel
+
+    def broken(*columns):
+        def kernel(*tensors):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return kernel, real(*columns)[1]
+
+    monkeypatch.setattr(fused, "fused_kernel", broken)
+    messages: list[str] = []
+    sources = _sources(torch.float64)
+    workspace = Workspace(compiled=True, warn=messages.append)
+    result = _reduce(sources, workspace)
+    assert _reduce(sources, workspace) == result  # the next step: eager at once, no second warning
+    assert not workspace.compiled
+    assert messages == [
+        "compile_reductions: torch.compile failed (RuntimeError: no C++ compiler found); using the eager "
+        "reductions"
+    ]
+    assert result == _reduce(sources, Workspace())
+
+
+def test_kernel_source_reads_each_source_once():
+    source = fused.kernel_source([("dg_prev", "dg_prev"), ("g", "dx_prev")], ["g"], ["g"])
+    assert source.splitlines()[0] == "def fused_reduction(g, prev, prev_grad, x):"
+    assert "v_dx_prev = (_wide(x) - _wide(prev)).double()" in source
+    assert source.rstrip().endswith("v_g.abs().sum(), v_g.abs().amax()])")
+
+
+def test_a_probe_with_compiled_reductions_writes_the_eager_table(tmp_path, monkeypatch):
+    """A float64 run with x*: every column of the compiled run equals the eager run's to 1e-10."""
+    made: list[tuple] = []
+    real = fused.fused_kernel
+    monkeypatch.setattr(fused, "fused_kernel", lambda *columns: made.append(columns) or real(*columns))
+    tables = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(512, 256), nn.Tanh(), nn.Linear(256, 3)).double()  # 131072: a chunk
+        reference = nn.Sequential(nn.Linear(512, 256), nn.Tanh(), nn.Linear(256, 3)).double()
+        data = [(torch.randn(16, 512, dtype=torch.float64), torch.randint(0, 3, (16,))) for _ in range(4)]
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        config = ProbeConfig(per_layer=True, compile_reductions=compiled)
+        probe = Probe(model, _loss, optimizer=opt, config=config, reference=reference,
+                      out_dir=tmp_path / str(compiled))  # fmt: skip
+        train(model, _loss, data, opt, probe, epochs=2)
+        tables[compiled] = probe.table()
+    assert len(set(made)) == 3  # step 0's pass at x* (no x_(t-1) yet); later steps' passes at x_(t-1) and x*
+    eager, compiled_table = tables[False], tables[True]
+    assert list(eager.columns) == list(compiled_table.columns) and len(eager) == 8
+    numeric = eager.select_dtypes("number").columns
+    assert any(c.startswith("ref_gap") or "_ref" in c for c in numeric)
+    for column in numeric:
+        expected = pytest.approx(eager[column].to_numpy(), rel=1e-10, abs=1e-12, nan_ok=True)
+        assert compiled_table[column].to_numpy() == expected, column
+
+
+def _loss(model: nn.Module, batch) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
