@@ -69,7 +69,7 @@ def _dropout_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 6), nn.Dropout(0.2), nn.Linear(6, 1)).double()
 
 
-def _data(n: int = 24):
+def _data(n: int = 30):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64)
     return x, x.sum(1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
@@ -80,9 +80,10 @@ def _probed_run(out_dir, full_batch_every: int, periodic: list, reference: nn.Mo
     model = _dropout_mlp()
     x, y = _data()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    config = ProbeConfig(full_batch_every=full_batch_every, full_batch_at_epoch_end=False)
+    chunks = [(x[:16], y[:16]), (x[16:], y[16:])]
     probe = Probe(model, mse_loss, optimizer=opt, out_dir=out_dir, metrics=["norms"], periodic=periodic,
-                  reference=reference, eval_loader=[(x[:16], y[:16]), (x[16:], y[16:])],
-                  config=ProbeConfig(full_batch_every=full_batch_every, full_batch_at_epoch_end=False))  # fmt: skip
+                  reference=reference, eval_loader=chunks, config=config)  # fmt: skip
     train(model, mse_loss, [(x[i : i + 6], y[i : i + 6]) for i in range(0, 6 * steps, 6)], opt, probe)
     return probe.table()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.full_pass import FullPass
 from optprobe.metrics.base import PeriodicMetric, safe_ratio
 from optprobe.metrics.registry import periodic_metric
 
@@ -42,11 +43,18 @@ class FullSmoothness(PeriodicMetric):
     def measures_f(self) -> bool:
         return True
 
+    def reads_full_grad(self) -> bool:
+        return True
+
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        if self._loader is None:
-            raise OptprobeError("full_smoothness needs the Probe's eval_loader (attach was not called)")
-        _, grad, _ = evaluator.full_loss_and_grad(params, self._loader, self._seed)
-        assert grad is not None
+        full = FullPass(evaluator, params, self._attached_loader(), self._seed)  # a pass of its own
+        return self.compute_shared(evaluator, params, batch, step, full)
+
+    def compute_shared(
+        self, evaluator: Evaluator, params: Params, batch: Batch, step: int, full: FullPass
+    ) -> dict[str, float]:
+        """The row at x_t = ``params``, with ∇F(x_t) from ``full`` (the Probe's pass, shared in the step)."""
+        _, grad = full.loss_and_grad(params, self._attached_loader(), self._seed)
         row = {"full_smooth": math.nan, "full_smooth_grad_norm": math.nan}
         if self._point is not None and self._grad is not None:
             moved = _norm({k: p.detach() - self._point[k].to(p.device) for k, p in params.items()})
@@ -55,6 +63,11 @@ class FullSmoothness(PeriodicMetric):
         self._point = {k: p.detach().clone() for k, p in params.items()}
         self._grad = {k: g.detach().clone() for k, g in grad.items()}
         return row
+
+    def _attached_loader(self) -> Iterable[Batch]:
+        if self._loader is None:
+            raise OptprobeError("full_smoothness needs the Probe's eval_loader (attach was not called)")
+        return self._loader
 
     def state_dict(self) -> dict[str, Any]:
         return {"point": self._point, "grad": self._grad}
