@@ -8,7 +8,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 import torch
-from conftest import mse_loss, quadratic_loss, train
+from conftest import mse_loss, quadratic_loss
 from torch import nn
 
 from optprobe.errors import OptprobeError
@@ -75,16 +75,35 @@ def _data(n: int = 30):
     return x, x.sum(1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
 
 
-def _probed_run(out_dir, full_batch_every: int, periodic: list, reference: nn.Module | None = None, steps=5):
-    """A few SGD steps on a dropout MLP with F over two chunks; returns the Probe's table."""
+def _probed_run(out_dir, full_batch_every: int, periodic: list, reference=None, steps=5, stop_at=None,
+                state=None):  # fmt: skip
+    """SGD steps on a dropout MLP with F over two chunks; the Probe's table, or at step ``stop_at`` a
+    checkpoint that ``state`` resumes from."""
     model = _dropout_mlp()
-    x, y = _data()
+    x, y = _data(6 * steps)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     config = ProbeConfig(full_batch_every=full_batch_every, full_batch_at_epoch_end=False)
     chunks = [(x[:16], y[:16]), (x[16:], y[16:])]
     probe = Probe(model, mse_loss, optimizer=opt, out_dir=out_dir, metrics=["norms"], periodic=periodic,
-                  reference=reference, eval_loader=chunks, config=config)  # fmt: skip
-    train(model, mse_loss, [(x[i : i + 6], y[i : i + 6]) for i in range(0, 6 * steps, 6)], opt, probe)
+                  reference=reference, eval_loader=chunks, config=config,
+                  if_exists="resume" if state else "error")  # fmt: skip
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        probe.load_state_dict(state["probe"])
+        torch.set_rng_state(state["rng"])
+    batches = [(x[i : i + 6], y[i : i + 6]) for i in range(0, 6 * steps, 6)]
+    for t in range(probe.step, steps):
+        if t == stop_at:
+            return {"model": model.state_dict(), "opt": opt.state_dict(), "probe": probe.state_dict(),
+                    "rng": torch.get_rng_state()}  # fmt: skip
+        probe.begin_step(batches[t])
+        opt.zero_grad()
+        loss = mse_loss(model, batches[t])
+        loss.backward()
+        probe.end_step(loss)
+        opt.step()
+    probe.close()
     return probe.table()
 
 
@@ -111,3 +130,12 @@ def test_sharing_the_pass_leaves_every_value_bitwise_unchanged(tmp_path):
     smooth_only = _probed_run(tmp_path / "smooth", 0, [FullSmoothness(every=1)])
     pd.testing.assert_frame_equal(both[batch_only.columns], batch_only, check_exact=True)
     pd.testing.assert_frame_equal(both[smooth_only.columns], smooth_only, check_exact=True)
+
+
+def test_killed_and_resumed_from_a_checkpoint_the_table_is_the_same(tmp_path):
+    """Both consumers of ∇F(x_t), 3 of 6 steps, a checkpoint, a new Probe that resumes: the same rows."""
+    whole = _probed_run(tmp_path / "whole", 1, [FullSmoothness(every=1)], steps=6)
+    state = _probed_run(tmp_path / "cut", 1, [FullSmoothness(every=1)], steps=6, stop_at=3)
+    cut = _probed_run(tmp_path / "cut", 1, [FullSmoothness(every=1)], steps=6, state=state)
+    assert cut["full_smooth"].iloc[3:].notna().all()
+    pd.testing.assert_frame_equal(whole, cut, check_exact=True)
