@@ -16,7 +16,8 @@ Usage, in a plain PyTorch loop::
 
 At each measured step the Probe decides what it needs (the union of its metrics' :class:`Needs`),
 evaluates it once through the :class:`~optprobe.evaluation.Evaluator`, reduces the named vectors
-per layer in one pass, hands the results to every metric and writes one row to its sinks.
+per layer in one pass, hands the results to every metric and writes one row to its sinks. F and ∇F at
+x_t, too, are computed once per step for all that read them (:class:`~optprobe.full_pass.FullPass`).
 """
 
 from __future__ import annotations

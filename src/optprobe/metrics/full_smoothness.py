@@ -6,7 +6,8 @@ condition ‖∇F(x) − ∇F(y)‖ ≤ (L0 + L1‖∇F(x)‖)‖x − y‖. ∇
 seed and masks (:meth:`~optprobe.evaluation.Evaluator.full_loss_and_grad`), not one minibatch: the
 minibatch ``inst_smooth_prev`` also carries the batch's noise. Zhang et al.'s code (``eval_smooth``)
 takes the gradients on a tenth of the training data; here F is the whole evaluation loader.
-The metric keeps x_s and ∇F(x_s): two parameter copies.
+The metric keeps x_s and ∇F(x_s): two parameter copies. In a Probe, a step that also measures the
+full-batch metrics takes ∇F(x_t) from the same pass (:class:`~optprobe.full_pass.FullPass`).
 """
 
 from __future__ import annotations
