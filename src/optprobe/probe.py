@@ -16,7 +16,8 @@ Usage, in a plain PyTorch loop::
 
 At each measured step the Probe decides what it needs (the union of its metrics' :class:`Needs`),
 evaluates it once through the :class:`~optprobe.evaluation.Evaluator`, reduces the named vectors
-per layer in one pass, hands the results to every metric and writes one row to its sinks.
+per layer in one pass, hands the results to every metric and writes one row to its sinks. F and ∇F at
+x_t, too, are computed once per step for all that read them (:class:`~optprobe.full_pass.FullPass`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from optprobe.evaluation import (
     cuda_devices,
     trained_parameters,
 )
+from optprobe.full_pass import FullPass
 from optprobe.measurement import Pending, StepMeasurement
 from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
@@ -331,19 +333,29 @@ class Probe:
             row["loss"] = as_float(loss)
         if not math.isfinite(row["loss"]):
             self._warn("non_finite_loss", f"step {t}: the training loss is {row['loss']}; metrics are NaN")
+        full = self._full_pass(t)  # ∇F(x_t) once for this step's consumers of it, dropped with the step
         if self.fullbatch is not None and self._full_batch_due(t):
-            row.update(self._full_batch(t, grads))
+            row.update(self._full_batch(t, grads, full))
         for metric in self.periodic:
             if metric.due(t):
-                row.update(self._periodic(metric, t, pending.batch))
+                row.update(self._periodic(metric, t, pending.batch, full))
         self._write(row)
         return row
 
-    def _full_batch(self, t: int, grads: Params | None) -> dict[str, float]:
+    def _full_pass(self, t: int) -> FullPass | None:
+        """The pass over F at x_t shared by step t's full-batch metrics and periodic metrics of ∇F."""
+        uses = int(self.fullbatch is not None and self._full_batch_due(t))
+        uses += sum(metric.due(t) and metric.reads_full_grad() for metric in self.periodic)
+        if self.eval_loader is None or uses == 0:
+            return None
+        return FullPass(self.evaluator, self._point(), self.eval_loader, self.config.seed, uses)
+
+    def _full_batch(self, t: int, grads: Params | None, full: FullPass | None = None) -> dict[str, float]:
         """Full-batch metrics at x_t (in eval mode when configured); a non-finite F is a counted warning."""
         assert self.fullbatch is not None
+        point = self._point() if full is None else full.params
         with self._eval_context():
-            row = self.fullbatch.measure(self.evaluator, self._point(), grads, self.param_layers)
+            row = self.fullbatch.measure(self.evaluator, point, grads, self.param_layers, full)
         bad = {k: row[k] for k in ("full_loss", "ref_full_loss") if k in row and not math.isfinite(row[k])}
         if bad:
             found = ", ".join(f"{k} = {v}" for k, v in bad.items())
@@ -354,12 +366,16 @@ class Probe:
             )
         return row
 
-    def _periodic(self, metric: PeriodicMetric, t: int, batch: Batch) -> dict[str, float]:
+    def _periodic(
+        self, metric: PeriodicMetric, t: int, batch: Batch, full: FullPass | None
+    ) -> dict[str, float]:
         if self.periodic_batch is None:
             self.periodic_batch = next(iter(self.eval_loader)) if self.eval_loader is not None else batch
         with self._eval_context(), torch.random.fork_rng(devices=cuda_devices(self.params)):
             torch.manual_seed(self.config.seed)
-            return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
+            if full is None:
+                return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
+            return metric.compute_shared(self.evaluator, full.params, self.periodic_batch, t, full)
 
     @contextlib.contextmanager
     def _eval_context(self) -> Iterator[None]:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.full_pass import FullPass
 from optprobe.reductions import VECTORS, LayerSums, check_points, check_vectors
 
 __all__ = ["LayerSums", "Needs", "PeriodicMetric", "StepData", "TrajectoryMetric"]
@@ -171,6 +172,17 @@ class PeriodicMetric(ABC):
     def measures_f(self) -> bool:
         """Whether the metric needs the Probe's ``eval_loader`` (it measures F, not ℓ on a batch)."""
         return False
+
+    def reads_full_grad(self) -> bool:
+        """Whether the metric reads ∇F(x_t) over the Probe's ``eval_loader`` and seed: the Probe then
+        calls :meth:`compute_shared` with the pass it shares with the step's other consumers of ∇F."""
+        return False
+
+    def compute_shared(
+        self, evaluator: Evaluator, params: Params, batch: Batch, step: int, full: FullPass
+    ) -> dict[str, float]:
+        """:meth:`compute`, taking F and ∇F at ``params`` from ``full`` (metrics that read ∇F override it)."""
+        return self.compute(evaluator, params, batch, step)
 
     def state_dict(self) -> dict[str, Any]:
         """What the metric must remember across a checkpoint (most remember nothing)."""

@@ -6,7 +6,8 @@ condition ‖∇F(x) − ∇F(y)‖ ≤ (L0 + L1‖∇F(x)‖)‖x − y‖. ∇
 seed and masks (:meth:`~optprobe.evaluation.Evaluator.full_loss_and_grad`), not one minibatch: the
 minibatch ``inst_smooth_prev`` also carries the batch's noise. Zhang et al.'s code (``eval_smooth``)
 takes the gradients on a tenth of the training data; here F is the whole evaluation loader.
-The metric keeps x_s and ∇F(x_s): two parameter copies.
+The metric keeps x_s and ∇F(x_s): two parameter copies. In a Probe, a step that also measures the
+full-batch metrics takes ∇F(x_t) from the same pass (:class:`~optprobe.full_pass.FullPass`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from optprobe.errors import OptprobeError
 from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.full_pass import FullPass
 from optprobe.metrics.base import PeriodicMetric, safe_ratio
 from optprobe.metrics.registry import periodic_metric
 
@@ -42,11 +44,18 @@ class FullSmoothness(PeriodicMetric):
     def measures_f(self) -> bool:
         return True
 
+    def reads_full_grad(self) -> bool:
+        return True
+
     def compute(self, evaluator: Evaluator, params: Params, batch: Batch, step: int) -> dict[str, float]:
-        if self._loader is None:
-            raise OptprobeError("full_smoothness needs the Probe's eval_loader (attach was not called)")
-        _, grad, _ = evaluator.full_loss_and_grad(params, self._loader, self._seed)
-        assert grad is not None
+        full = FullPass(evaluator, params, self._attached_loader(), self._seed)  # a pass of its own
+        return self.compute_shared(evaluator, params, batch, step, full)
+
+    def compute_shared(
+        self, evaluator: Evaluator, params: Params, batch: Batch, step: int, full: FullPass
+    ) -> dict[str, float]:
+        """The row at x_t = ``params``, with ∇F(x_t) from ``full`` (the Probe's pass, shared in the step)."""
+        _, grad = full.loss_and_grad(params, self._attached_loader(), self._seed)
         row = {"full_smooth": math.nan, "full_smooth_grad_norm": math.nan}
         if self._point is not None and self._grad is not None:
             moved = _norm({k: p.detach() - self._point[k].to(p.device) for k, p in params.items()})
@@ -55,6 +64,11 @@ class FullSmoothness(PeriodicMetric):
         self._point = {k: p.detach().clone() for k, p in params.items()}
         self._grad = {k: g.detach().clone() for k, g in grad.items()}
         return row
+
+    def _attached_loader(self) -> Iterable[Batch]:
+        if self._loader is None:
+            raise OptprobeError("full_smoothness needs the Probe's eval_loader (attach was not called)")
+        return self._loader
 
     def state_dict(self) -> dict[str, Any]:
         return {"point": self._point, "grad": self._grad}

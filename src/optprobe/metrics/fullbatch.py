@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from optprobe.evaluation import Batch, Evaluator, Params
+from optprobe.full_pass import FullPass
 from optprobe.metrics.base import safe_ratio
 from optprobe.reductions import layer_of
 
@@ -50,11 +51,17 @@ class FullBatchMetrics:
         self.sum_excess = 0.0
 
     def measure(
-        self, evaluator: Evaluator, params: Params, grads: Mapping[str, Tensor] | None, layers: list[str]
+        self,
+        evaluator: Evaluator,
+        params: Params,
+        grads: Mapping[str, Tensor] | None,
+        layers: list[str],
+        full: FullPass | None = None,
     ) -> dict[str, float]:
-        """Metrics at ``params``; ``grads`` is g_t of the same point when there is one (for grad_std)."""
-        loss_t, full_grad, _ = evaluator.full_loss_and_grad(params, self.loader, self.seed)
-        assert full_grad is not None
+        """Metrics at ``params``; ``grads`` is g_t of the same point when there is one (for grad_std);
+        F and ∇F come from ``full``, the step's shared pass, when given."""
+        full = full or FullPass(evaluator, params, self.loader, self.seed)
+        loss_t, full_grad = full.loss_and_grad(params, self.loader, self.seed)
         loss = float(loss_t)
         sums = self._per_tensor_sums(evaluator, params, full_grad, grads)
         grad_sq = float(sums[:, 0].sum())
