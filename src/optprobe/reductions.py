@@ -162,13 +162,15 @@ class Workspace:
         """Elements per group: small enough for a CPU's cache, large enough for few kernels on a GPU."""
         return _CHUNK_CUDA if device.type == "cuda" else _CHUNK_CPU
 
-    def rows(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """A (count, chunk) buffer."""
+    def rows(self, count: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A (count, width) view of a buffer kept for later calls, grown when a call needs more (width ≤ a
+        chunk: a model whose tensors are all small, or reduced by compiled kernels, holds less)."""
         buffer = self._buffers.get((dtype, device))
-        if buffer is None or buffer.shape[0] < count:
-            buffer = torch.empty(count, self.chunk(device), dtype=dtype, device=device)
+        if buffer is None or buffer.shape[0] < count or buffer.shape[1] < width:
+            held = (0, 0) if buffer is None else buffer.shape
+            buffer = torch.empty(max(count, held[0]), max(width, held[1]), dtype=dtype, device=device)
             self._buffers[(dtype, device)] = buffer
-        return buffer[:count]
+        return buffer[:count, :width]
 
     def index(self, values: list[int], device: torch.device) -> Tensor:
         """``values`` as an index tensor on ``device``, made once (a host-to-device copy can wait for the
@@ -300,8 +302,8 @@ class Reduction:
         sizes = [parts[self.vectors[0]][0].numel() for _, parts in group]
         built = [v for v in self.vectors if len(group[0][1][v]) > 1 or group[0][1][v][0].dtype != dtype]
         normed = sorted(set(self.l1) | set(self.linf))
-        buffer = self.workspace.rows(len(built) + bool(normed), dtype, first.device)
-        buffer = buffer[:, : sum(_aligned(size) for size in sizes)]
+        width = sum(_aligned(size) for size in sizes)
+        buffer = self.workspace.rows(len(built) + bool(normed), width, dtype, first.device)
         vectors = {v: [parts[v][0] for _, parts in group] for v in self.vectors}
         for v, row in zip(built, buffer, strict=False):
             vectors[v] = _built(row, sizes, [parts[v] for _, parts in group])
