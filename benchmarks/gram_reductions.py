@@ -41,7 +41,7 @@ class Reduction(library.Reduction):
         dtype = torch.promote_types(first.dtype, torch.float32)
         rows = sorted({v for pair in self.dots for v in pair}, key=lambda v: (len(parts[v]), v))
         normed = sorted(set(self.l1) | set(self.linf))
-        buffer = self.workspace.rows(len(rows) + bool(normed), dtype, first.device)[:, : first.numel()]
+        buffer = self.workspace.rows(len(rows) + bool(normed), first.numel(), dtype, first.device)
         row_of_source: dict[str, Tensor] = {}
         for v, row in zip(rows, buffer, strict=False):
             sources = parts[v]

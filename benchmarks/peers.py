@@ -17,7 +17,7 @@ Contenders, each training the same model on the same batch with SGD (lr 0.01, no
 Time: contenders are interleaved round by round in an order rotated each round, each ratio is taken
 against plain in the same round, and the table gives its median and [min–max] over rounds. Memory:
 each contender trains a few steps in a fresh process, after the same warm-up (two steps of every
-contender on the model, so one-time imports, initialisation and compiled kernels are paid alike, then
+contender on a tiny model, so one-time imports, initialisation and compiled kernels are paid alike, then
 the peak is reset), and reports its peak (peak RSS on a CPU, peak allocated on CUDA); the table gives
 (peak − plain's peak) / bytes of one parameter copy, median and [min–max] over ``--memory-runs``
 processes each. The floors measured the same way are the extra passes'
@@ -304,41 +304,81 @@ def time_round(
     return per_step
 
 
-def measure_memory(name: str, model_name: str, device: str, names: list[str], steps: int = 4) -> float:
-    """Peak memory of ``steps`` steps of ``name`` in this (fresh) process, after every contender's warm-up.
+def measure_memory(
+    name: str, model_name: str, device: str, names: list[str], steps: int = 4
+) -> dict[str, float]:
+    """Peak memory of ``steps`` steps of ``name`` in this (fresh) process, after every contender's warm-up:
+    {"peak RSS": bytes, "live tensors": bytes} (see :func:`live_tensor_peak`).
 
-    The warm-up (two steps of every contender on the model) pays one-time costs alike in every process:
-    imports, initialisation, compiled kernels; the peak is then reset, so it counts the measured steps.
+    The warm-up (two steps of every contender on the tiny model) pays one-time costs alike in every
+    process: imports, initialisation, compiled kernels (the tiny model has a tensor of a CPU chunk); the
+    peak is then reset, so it counts the measured steps, not a compiler's working memory.
     """
     for other in names:
-        warm = Contender(other, model_name, device)
-        warm.run(2)
-        warm.close()
-    del warm
+        tiny = Contender(other, "tiny", device)
+        tiny.run(2)
+        tiny.close()
     reset_peak_memory(device)
     contender = Contender(name, model_name, device)
     contender.run(steps)
     peak = peak_memory(device)
     contender.close()
-    return peak
+    del contender
+    return {"peak RSS": peak, "live tensors": live_tensor_peak(name, model_name, device, steps)}
 
 
-def memory_table(args: argparse.Namespace, names: list[str], model_name: str) -> dict[str, list[float]]:
-    """Peak memory above plain, parameter copies, per contender: one fresh process per run and contender."""
+def live_tensor_peak(name: str, model_name: str, device: str, steps: int) -> float:
+    """The most bytes held in tensors at once while ``name`` is built and trains ``steps`` steps.
+
+    torch's allocator counts every tensor's allocation and free: on CUDA its peak counter, on a CPU the
+    profiler's memory events ("Total Allocated"). Unlike peak RSS this does not depend on how the C
+    allocator reuses freed memory, so it is the same in every run.
+    """
+    if device.startswith("cuda"):
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        _train_and_free(name, model_name, device, steps)
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _train_and_free(name, model_name, device, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        prof.export_chrome_trace(f"{tmp}/trace.json")
+        with open(f"{tmp}/trace.json") as trace:
+            events = [e["args"] for e in json.load(trace)["traceEvents"] if e.get("name") == "[memory]"]
+    allocated = [e["Total Allocated"] for e in events if e.get("Device Type") == 0]  # 0: the CPU
+    first = next(e for e in events if e.get("Device Type") == 0)
+    return max(allocated) - (first["Total Allocated"] - first["Bytes"])  # above what was held before
+
+
+def _train_and_free(name: str, model_name: str, device: str, steps: int) -> None:
+    contender = Contender(name, model_name, device)
+    contender.run(steps)
+    contender.close()
+
+
+MemoryTable = dict[str, dict[str, list[float]]]  # kind ("peak RSS", "live tensors") → contender → copies
+
+
+def memory_table(args: argparse.Namespace, names: list[str], model_name: str) -> MemoryTable:
+    """Peak memory above plain, parameter copies, per kind and contender: one fresh process per run and
+    contender."""
     copy_bytes = 4 * sum(p.numel() for p in make_model(model_name)[0].parameters())
     # glibc keeps freed heap chunks mapped; serving allocations over 1 MiB by mmap makes peak RSS follow
     # live memory rather than fragmentation (the same setting for every contender, as benchmarks/memory.py)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20), "OMP_NUM_THREADS": str(args.threads)}
-    copies: dict[str, list[float]] = {name: [] for name in names}
+    copies: MemoryTable = {kind: {name: [] for name in names} for kind in ("peak RSS", "live tensors")}
     for _ in range(args.memory_runs):
         peaks = {}
         for name in names:
             cmd = [sys.executable, __file__, "--child", name, "--models", model_name, "--device", args.device]
             cmd += ["--threads", str(args.threads), "--only", *names]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-            peaks[name] = float(out.stdout.strip().splitlines()[-1])
-        for name in names:
-            copies[name].append((peaks[name] - peaks["plain"]) / copy_bytes)
+            peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        for kind, by_name in copies.items():
+            for name in names:
+                by_name[name].append((peaks[name][kind] - peaks["plain"][kind]) / copy_bytes)
     return copies
 
 
@@ -349,23 +389,32 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
 
 
-def report(model_name: str, times: dict[str, list[float]], memory: dict[str, list[float]] | None) -> None:
-    """Print one model's table: ratio to plain (and what it adds beyond its floor), memory above plain."""
+def report(model_name: str, times: dict[str, list[float]], memory: MemoryTable | None) -> None:
+    """Print one model's tables: ratio to plain (and what it adds beyond its floor); memory above plain."""
     n_params = sum(p.numel() for p in make_model(model_name)[0].parameters())
     median = statistics.median(times["plain"]) if times else math.nan
     plain = f"plain step {1e3 * median:.1f} ms (median)" if times else "no timing"
     print(f"\n{model_name}: {n_params / 1e6:.2f}M parameters, {plain}")
-    print(f"  {'contender':<27} {'time / plain step':<33} peak memory above plain, parameter copies")
     ratios = {name: [t / p for t, p in zip(ts, times["plain"], strict=True)] for name, ts in times.items()}
-    for name in ratios or memory or {}:
-        floor = FLOORS.get(name)
-        line = f"  {name:<27} {_time_cell(name, ratios, floor):<33}"
-        if memory is not None and name != "plain":
-            line += f" {spread(memory[name])}"
-            if floor is not None and floor[0] in memory:
-                own = [m - f for m, f in zip(memory[name], memory[floor[0]], strict=True)]
-                line += f"; beyond the floor's {spread(own)}"
-        print(line, flush=True)
+    if ratios:
+        print(f"  {'contender':<33} time / plain step")
+    for name in ratios:
+        print(f"  {name:<33} {_time_cell(name, ratios, FLOORS.get(name))}", flush=True)
+    if memory is None:
+        return
+    print(f"  {'memory above plain, parameter copies':<33} " + "".join(f"{kind:<40}" for kind in memory))
+    for name in memory["peak RSS"]:
+        cells = [_memory_cell(by_name, FLOORS.get(name), name) for by_name in memory.values()]
+        print(f"  {name:<33} " + "".join(f"{cell:<40}" for cell in cells), flush=True)
+
+
+def _memory_cell(by_name: dict[str, list[float]], floor: tuple[str, int] | None, name: str) -> str:
+    """'median [min–max]', and what is left beyond the floor's memory (its extra passes' activations)."""
+    cell = spread(by_name[name])
+    if floor is not None and floor[0] in by_name:
+        own = [m - f for m, f in zip(by_name[name], by_name[floor[0]], strict=True)]
+        cell += f"; own {spread(own)}"
+    return cell
 
 
 def _time_cell(name: str, ratios: dict[str, list[float]], floor: tuple[str, int] | None) -> str:
