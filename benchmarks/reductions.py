@@ -137,6 +137,9 @@ def main() -> None:
     n = sum(t.numel() for t in all_sources[0]["g"].values())
     threads = torch.get_num_threads()
     print(f"{n / 1e6:.2f}M float32 entries per source, torch {torch.__version__}, {threads} threads")
+    start = time.perf_counter()
+    reduced(current, all_sources[0], workspaces["compiled"])
+    print(f"compiled's first call (compiling its kernel): {time.perf_counter() - start:.1f} s")
     print("largest relative error vs float64 over", args.steps, "training steps: total / any layer")
     for label, module in modules.items():
         errors = worst_errors(module, workspaces[label], all_sources, refs)
