@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 import torch
-from _common import loss_fn, peak_memory, train_steps  # the same loop as benchmarks/overhead.py
+from _common import loss_fn, peak_memory, reset_peak_memory, train_steps  # overhead.py's loop
 from torch import nn
 
 from optprobe.probe import Probe, ProbeConfig
@@ -30,6 +30,8 @@ CONFIGS = {
     "plain": None,
     "full trajectory set": ProbeConfig(),
     "gaps only": ProbeConfig(metrics=("convexity",)),
+    "full set, compiled": ProbeConfig(compile_reductions=True),
+    "gaps only, compiled": ProbeConfig(metrics=("convexity",), compile_reductions=True),
 }
 
 
@@ -41,18 +43,25 @@ def build(width: int, depth: int) -> nn.Module:
 
 
 def warm_up(device: str) -> None:
-    """Probe two steps of a tiny model, so every configuration has imported and initialised the same code.
+    """Probe two steps of a small model under every configuration, so each child has imported, initialised
+    and compiled the same code, then reset the peak: what is measured is the training that follows.
 
     Attaching the first probe loads torch.func and its dependencies once per process (a few MiB,
-    independent of model size); this is not a per-parameter cost, so each child pays it up front.
+    independent of model size); compiling a reduction kernel takes far more, for a moment. Neither is a
+    per-parameter cost. The model has a tensor of a CPU chunk (784 x 168), which compiled kernels reduce.
     """
-    model = build(16, 1).to(device)
+    model = build(168, 1).to(device)
     batch = (torch.randn(4, 784, device=device), torch.randint(0, 10, (4,), device=device))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Probe(model, loss_fn, optimizer=opt, config=ProbeConfig(), out_dir=tmp)
-        train_steps(model, batch, opt, probe, 2)
-        probe.close()
+    for config in CONFIGS.values():
+        with tempfile.TemporaryDirectory() as out:
+            probe = None
+            if config is not None:
+                probe = Probe(model, loss_fn, optimizer=opt, config=config, out_dir=out)
+            train_steps(model, batch, opt, probe, 2)
+            if probe is not None:
+                probe.close()
+    reset_peak_memory(device)
 
 
 def measure(config_name: str, width: int, depth: int, device: str, steps: int = 4) -> float:
