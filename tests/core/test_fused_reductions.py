@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -143,3 +144,17 @@ def test_a_probe_with_compiled_reductions_writes_the_eager_table(tmp_path, monke
 
 def _loss(model: nn.Module, batch) -> torch.Tensor:
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def test_a_kernel_compiles_and_runs_from_another_thread():
+    """On CUDA, autograd calls the gradient hooks (and so the first compiled reduction) on a device thread."""
+    kernel, sources = fused.fused_kernel((("g", "dx_prev"),), ("dx_prev",), ())
+    g = torch.Generator().manual_seed(0)
+    tensors = {s: torch.randn(1000, 200, generator=g) for s in sources}
+    result: list[torch.Tensor] = []
+    thread = threading.Thread(target=lambda: result.append(kernel(*(tensors[s] for s in sources))))
+    thread.start()
+    thread.join()
+    dx = (tensors["x"] - tensors["prev"]).double()
+    expected = torch.stack([(tensors["g"].double() * dx).sum(), dx.abs().sum()])
+    torch.testing.assert_close(result[0], expected, rtol=1e-12, atol=0)
