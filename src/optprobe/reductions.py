@@ -115,6 +115,7 @@ Columns = tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  
 Reduced = tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str, LayerSums]]
 _CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
+_COMPILED_FROM = 8  # compiled kernels reduce tensors of at least chunk / 8 entries, one call each
 
 
 def layer_of(name: str) -> str:
@@ -130,9 +131,9 @@ def available(vector: str, sources: Iterable[str]) -> bool:
 class Workspace:
     """Cache-sized buffers reused by every call (one per dtype and device); keep one per Probe.
 
-    ``compiled``: reduce each tensor of at least a chunk with one compiled kernel (:mod:`optprobe.fused`,
-    compiled once per set of columns in a process). If compiling fails, ``warn`` is told why and this
-    workspace uses the eager reduction from then on.
+    ``compiled``: reduce each tensor of at least an eighth of a chunk with one compiled kernel
+    (:mod:`optprobe.fused`, compiled once per set of columns in a process); smaller ones stay grouped.
+    If compiling fails, ``warn`` is told why and this workspace uses the eager reduction from then on.
     """
 
     def __init__(self, compiled: bool = False, warn: Callable[[str], None] | None = None) -> None:
@@ -149,7 +150,9 @@ class Workspace:
         kernel, kernel_sources = fused_kernel(*columns)
         try:
             with torch.no_grad():
-                return kernel(*(sources[s][name] for s in kernel_sources))[None]
+                # flat and detached (no view's base for torch.compile to guard on): one compiled graph
+                # for tensors of any shape
+                return kernel(*(sources[s][name].reshape(-1).detach() for s in kernel_sources))[None]
         except Exception as error:  # a missing compiler, an unsupported device: measure eagerly instead
             self.compiled = False
             if self._warn is not None:
@@ -228,6 +231,12 @@ class Reduction:
         parts = {v: [sources[s][name].reshape(-1) for s in VECTORS[v].sources] for v in self.vectors}
         first = parts[self.vectors[0]][0]
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
+        if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
+            row = self.workspace.fused((tuple(self.dots), tuple(self.l1), tuple(self.linf)), name, sources)
+            if row is not None:
+                self._pieces.append(row)
+                self._owners.append(name)
+                return
         if numel < chunk:  # held: a group shares one dtype and device, and fits in a chunk
             other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
             if self._held_numel + _aligned(numel) > chunk or other_kind:
@@ -235,12 +244,6 @@ class Reduction:
             self._held.append((name, parts))
             self._held_numel += _aligned(numel)
             return
-        if self.workspace.compiled:
-            row = self.workspace.fused((tuple(self.dots), tuple(self.l1), tuple(self.linf)), name, sources)
-            if row is not None:
-                self._pieces.append(row)
-                self._owners.append(name)
-                return
         for start in range(0, numel, chunk):
             piece = {v: [p[start : start + chunk] for p in ps] for v, ps in parts.items()}
             self._reduce_group([(name, piece)])

@@ -158,3 +158,23 @@ def test_a_kernel_compiles_and_runs_from_another_thread():
     dx = (tensors["x"] - tensors["prev"]).double()
     expected = torch.stack([(tensors["g"].double() * dx).sum(), dx.abs().sum()])
     torch.testing.assert_close(result[0], expected, rtol=1e-12, atol=0)
+
+
+def test_tensors_of_any_shape_share_one_compiled_graph():
+    """A conv kernel (4-d) after a matrix (2-d) reuses the kernel's graph: no compilation in the middle of
+    a run (the compiler's memory would count in the step's peak)."""
+    import torch._dynamo.utils as dynamo_utils
+
+    shapes = {"conv.weight": (64, 32, 3, 3), "fc.weight": (256, 80), "fc2.weight": (90, 300)}
+    g = torch.Generator().manual_seed(0)
+    sources = {s: {n: torch.randn(shape, generator=g) for n, shape in shapes.items()} for s in ("g", "x")}
+    workspace = Workspace(compiled=True)
+    Reduction(sources, {("x", "x")}, {"g"}, set(), workspace).add("fc.weight", sources)  # compiles (2-d)
+    dynamo_utils.counters.clear()
+    reduction = Reduction(sources, {("x", "x")}, {"g"}, set(), workspace)
+    for name in shapes:
+        reduction.add(name, sources)
+    assert not dynamo_utils.counters["stats"]["unique_graphs"]
+    _, l1, _ = reduction.result(list(shapes), list(shapes))
+    exact = float(sources["g"]["conv.weight"].double().abs().sum())
+    assert l1["g"].per_layer[0] == pytest.approx(exact, rel=1e-12)
