@@ -44,7 +44,6 @@ from optprobe.evaluation import (
     LossFn,
     Params,
     RngState,
-    batch_devices,
     cuda_devices,
     trained_parameters,
 )
@@ -53,6 +52,13 @@ from optprobe.measurement import Pending, StepMeasurement
 from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
 from optprobe.metrics.fullbatch import FullBatchMetrics
+from optprobe.probe_checks import (
+    check_batch_device,
+    check_real,
+    check_reusable,
+    check_shardable,
+    missing_buffers_message,
+)
 from optprobe.probe_config import FAMILIES, ProbeConfig  # noqa: F401 (FAMILIES: optprobe.probe's name)
 from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
@@ -122,9 +128,9 @@ class Probe:
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
         if self.evaluator.sharded:
-            _check_shardable(periodic)
+            check_shardable(periodic)
         self.params = trained_parameters(model)
-        _check_real(self.params)
+        check_real(self.params)
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
         self.layers = list(dict.fromkeys(self.param_layers))
@@ -133,8 +139,8 @@ class Probe:
         self.reference = None if ref is None else ref.params
         self.reference_buffers = None if ref is None else ref.buffers  # every pass at x* uses them
         if ref is not None and ref.missing_buffers and self.config.eval_mode:
-            self._warn("reference_without_buffers", _missing_buffers_message(ref.missing_buffers))
-        _check_reusable(eval_loader)
+            self._warn("reference_without_buffers", missing_buffers_message(ref.missing_buffers))
+        check_reusable(eval_loader)
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         for metric in self.metrics:
             metric.needs.check(type(metric).__name__)
@@ -225,14 +231,7 @@ class Probe:
                 "with the list of its micro-batches, and make loss_fn(model, micro_batches) their mean loss"
             )
         param_device = next(iter(self.params.values())).device
-        devices = batch_devices(batch)
-        # a tensor off the model's device beside others on it is fine (CPU lengths for pack_padded_sequence)
-        if devices and all(device.type != param_device.type for device in devices):
-            found = ", ".join(sorted(map(str, devices)))
-            raise OptprobeError(
-                f"the batch is on {found} but the model's parameters are on {param_device}: move the batch "
-                "to the model's device before probe.begin_step(batch)"
-            )
+        check_batch_device(batch, param_device)
         self._pending = Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
@@ -519,44 +518,8 @@ class Probe:
         self._keep_rows = self.rows_written
 
 
-def _check_shardable(periodic: Sequence[PeriodicMetric]) -> None:
-    """Under fully_shard only Sharpness and HessianTrace run (products by finite differences)."""
-    refused = [m for m in periodic if not getattr(m, "sharded", False)]
-    if refused:
-        raise OptprobeError(
-            "periodic (curvature) metrics other than Sharpness and HessianTrace need whole parameters and "
-            f"are not supported under fully_shard (got {type(refused[0]).__name__}); measure them on an "
-            "unsharded copy of the model"
-        )
 
 
-def _check_real(params: Mapping[str, Tensor]) -> None:
-    """The metrics are defined for real x: refuse complex parameters, saying what to train instead."""
-    complex_params = [name for name, p in params.items() if p.is_complex()]
-    if complex_params:
-        raise OptprobeError(
-            f"complex parameters ({', '.join(complex_params[:3])}) are not supported: the metrics are "
-            "defined for real x; train torch.view_as_real views as real parameters instead"
-        )
-
-
-def _check_reusable(eval_loader: Iterable[Batch] | None) -> None:
-    """F is measured again and again: a one-shot iterator (a generator) would be empty after the first."""
-    if isinstance(eval_loader, Iterator):
-        raise OptprobeError(
-            f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
-            "F is measured many times: pass a list of batches or a DataLoader"
-        )
-
-
-def _missing_buffers_message(missing: Sequence[str]) -> str:
-    """Why eval-mode passes at a reference without its buffers do not measure the reference's own F."""
-    return (
-        f"the reference has no {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
-        + "; eval-mode passes at x* use the model's buffers as they are now, when the Probe is built, so "
-        "F(x*) is not the reference model's own loss: pass a reference with its buffers (a module, or its "
-        "full state_dict)"
-    )  # fmt: skip
 
 
 def _random_scaling(optimizer: Any) -> Any:
