@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optprobe.distributed import all_reduce_, is_distributed, on_every_rank, rank, unwrap
+from optprobe.distributed import on_every_rank, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import (
     Batch,
@@ -67,6 +67,13 @@ from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink, TableSink
 from optprobe.sinks.table import LOG_NAME
 from optprobe.snapshots import Snapshots
+from optprobe.step_inputs import (
+    gradients,
+    loss_averaged_over_ranks,
+    optimizer_columns,
+    scale_and_weight,
+    unscale_gradients,
+)
 
 
 class Probe:
@@ -256,7 +263,7 @@ class Probe:
         row = None
         self._snapshots.before_measuring(self._point)
         if self._due(t):
-            self._unscale_gradients()
+            unscale_gradients(self.grad_scaler, self.optimizer)
             row = self._measure_step(t, pending, loss)
         self._snapshots.after_step(t, self._point, self._trajectory_due)
         self.step += 1
@@ -311,22 +318,16 @@ class Probe:
         return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
 
     def _measure_step(self, t: int, pending: Pending, loss: Tensor | float | None) -> dict[str, Any]:
-        grads = self._gradients()
+        grads = gradients(self.model, self.params)
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
-        loss = _loss_averaged_over_ranks(loss, next(iter(self.params.values())).device)
+        loss = loss_averaged_over_ranks(loss, next(iter(self.params.values())).device)
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": math.nan}
-        if self.optimizer is not None:
-            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            scaling = _random_scaling(self.optimizer)
-            if scaling is not None:  # s_t exists only under random scaling: no made-up 1.0 without it
-                row["scale"] = float(scaling.last_scale)
+        row.update(optimizer_columns(self.optimizer))
         if self._trajectory_due(t):  # the loss comes to the host with the step's other scalars
-            scaling = _random_scaling(self.optimizer)
             row["loss"], columns = self._measurement.measure(
-                t, self.epoch, self._point(), grads, loss, pending,
-                float(getattr(scaling, "last_scale", 1.0)), float(getattr(scaling, "last_weight", 1.0)),
-            )  # fmt: skip
+                t, self.epoch, self._point(), grads, loss, pending, *scale_and_weight(self.optimizer)
+            )
             row.update(columns)
         else:
             row["loss"] = as_float(loss)
@@ -388,31 +389,6 @@ class Probe:
         finally:
             for module, training in modes:
                 module.train(training)
-
-    def _unscale_gradients(self) -> None:
-        """.grad ← .grad / scale under a GradScaler, once a step (its ``unscale_`` refuses a second call)."""
-        scaler = self.grad_scaler
-        if scaler is None or not scaler.is_enabled():
-            return
-        if not _unscaled_this_step(scaler, self.optimizer):
-            scaler.unscale_(self.optimizer)
-
-    def _gradients(self) -> Params:
-        if [n for n, p in self.model.named_parameters() if p.requires_grad] != self.names:
-            raise OptprobeError(
-                "the set of parameters with requires_grad changed since the Probe was built (gradual "
-                "unfreezing?); the Probe measures a fixed x: build a new Probe after freezing or unfreezing"
-            )
-        grads = {name: p.grad for name, p in self.params.items()}
-        if all(g is None for g in grads.values()):
-            raise OptprobeError(
-                "no trained parameter has a .grad: call probe.end_step(loss) after loss.backward() and "
-                "before optimizer.step() / optimizer.zero_grad()"
-            )
-        return {
-            n: torch.zeros_like(local(self.params[n].detach())) if g is None else local(g.detach())
-            for n, g in grads.items()
-        }
 
     def _point(self) -> Params:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
@@ -522,16 +498,6 @@ class Probe:
 
 
 
-def _random_scaling(optimizer: Any) -> Any:
-    """The optimizer reporting ``last_scale`` (random scaling) inside wrappers that keep theirs as
-    ``.optimizer`` (accelerate's, under a Trainer), or None; RandomScaling itself is found first."""
-    for _ in range(8):  # a chain of wrappers, never a cycle
-        if optimizer is None or hasattr(optimizer, "last_scale"):
-            return optimizer
-        optimizer = getattr(optimizer, "optimizer", None)
-    return None
-
-
 def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
     """Refuse a checkpoint whose parameters had other shapes (without "shapes": those of a saved x_{t−1})."""
     if state.get("shapes") is not None:
@@ -548,29 +514,6 @@ def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> Non
                 f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
                 f"shape {ours[name]}: resume into the model the run was saved from"
             )
-
-
-def _loss_averaged_over_ranks(loss: Tensor | float, device: torch.device) -> Tensor:
-    """The step's loss averaged over data-parallel ranks (the local value without a process group), as a
-    float64 tensor on ``device``: not copied to the host here; ``loss`` itself is never modified."""
-    value = torch.as_tensor(loss.detach() if isinstance(loss, Tensor) else loss, device=device)
-    value = value.reshape(()).to(torch.float64)
-    if is_distributed():
-        value = value.clone()
-        all_reduce_([value], mean=True)
-    return value
-
-
-def _unscaled_this_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``scaler.unscale_(optimizer)`` was called since the last ``update``.
-
-    GradScaler has no public way to ask: its ``unscale_`` raises a RuntimeError when called twice (a
-    message, not a type, tells it from its other errors), so this reads the stage GradScaler keeps per
-    optimizer. tests/core/test_torch_internals.py fails, naming this function, when torch changes it.
-    """
-    from torch.amp.grad_scaler import OptState
-
-    return scaler._per_optimizer_states[id(optimizer)]["stage"] is OptState.UNSCALED
 
 
 def _count_rows(run_dir: Path) -> int | None:
