@@ -26,12 +26,10 @@ import contextlib
 import dataclasses
 import math
 import os
-import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,10 +60,10 @@ from optprobe.probe_checks import (
 from optprobe.probe_config import FAMILIES, ProbeConfig  # noqa: F401 (FAMILIES: optprobe.probe's name)
 from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
-from optprobe.runinfo import as_stored, update_run_info
+from optprobe.run_output import RunOutput
+from optprobe.runinfo import as_stored
 from optprobe.sharding import evaluator_for, local
-from optprobe.sinks import Sink, TableSink
-from optprobe.sinks.table import LOG_NAME
+from optprobe.sinks import Sink
 from optprobe.snapshots import Snapshots
 from optprobe.step_inputs import (
     gradients,
@@ -173,55 +171,30 @@ class Probe:
         self.periodic_batch = periodic_batch
         self.step = 0
         self.epoch = 0
-        self.rows_written = 0
-        self.last_row: dict[str, Any] | None = None
         self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._pending: Pending | None = None
         self._closed = False
-        self._keep_rows: int | None = None
-        self._table: TableSink | None = None
-        self.sinks = list(sinks) if rank() == 0 else []  # one writer under data parallelism
-        self.run_dir = on_every_rank(
-            lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
+        probe_info = {
+            "probe_config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
+            "model": {"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
+            "reference": self.reference is not None,
+        }
+        writer = rank() == 0  # one writer under data parallelism
+        self._output = on_every_rank(
+            lambda: RunOutput(
+                out_dir if writer else None, if_exists, sinks if writer else (), probe_info, run_info
+            ),
             next(iter(self.params.values())).device,
         )
-        for sink in self.sinks:
-            if hasattr(sink, "start"):  # optional: trackers record the settings (and the βs of exp_* names)
-                sink.start(asdict(self.config))
+        self.run_dir, self.sinks = self._output.run_dir, self._output.sinks
+        self._output.start_sinks(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self, entries: Sequence[str | TrajectoryMetric]) -> list[TrajectoryMetric]:
         c = self.config
         targets = ("prev", "ref") if self.reference is not None else ("prev",)
         return registry.build(entries, registry.Setup(c.betas, c.per_layer, targets))
-
-    def _prepare_run_dir(
-        self, out_dir: str | os.PathLike[str] | None, if_exists: str, run_info: Mapping[str, Any] | None
-    ) -> Path | None:
-        if if_exists not in ("error", "overwrite", "resume"):
-            raise OptprobeError(f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}")
-        if out_dir is None:
-            return None
-        if str(out_dir) == "auto":
-            out_dir = Path("runs") / time.strftime("probe-%Y%m%d-%H%M%S")
-        run_dir = Path(out_dir)
-        if (run_dir / LOG_NAME).exists() and if_exists == "error":
-            raise OptprobeError(
-                f"{run_dir} already holds an optprobe run; pass if_exists='resume' (and load_state_dict) to "
-                "continue it, if_exists='overwrite' to replace it, or choose another out_dir"
-            )
-        self._keep_rows = None if if_exists != "resume" else _count_rows(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        update_run_info(
-            run_dir,
-            probe_config=asdict(self.config),
-            metric_classes=[type(m).__name__ for m in self.metrics],
-            model={"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
-            reference=self.reference is not None,
-            finished=False,
-            **dict(run_info or {}),
-        )
-        return run_dir
 
     # ------------------------------------------------------------------------------- the loop
     def begin_step(self, batch: Batch) -> None:
@@ -276,7 +249,7 @@ class Probe:
         if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
             row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
             row.update(self._full_batch(self.step, None))
-            self._write(row)
+            self._output.write(row)
             self._full_batch_at = self.step  # x_step: where the next end_step would measure again
         self.epoch += 1
         if self.config.window == "epoch":
@@ -290,10 +263,7 @@ class Probe:
         if self._closed:
             return
         self._closed = True
-        for sink in self._all_sinks():
-            sink.close()
-        if self.run_dir is not None:
-            update_run_info(self.run_dir, finished=finished, steps=self.step, warnings=dict(self.warnings))
+        self._output.close(finished=finished, steps=self.step, warnings=dict(self.warnings))
 
     def __enter__(self) -> Probe:
         return self
@@ -339,7 +309,7 @@ class Probe:
         for metric in self.periodic:
             if metric.due(t):
                 row.update(self._periodic(metric, t, pending.batch, full))
-        self._write(row)
+        self._output.write(row)
         return row
 
     def _full_pass(self, t: int) -> FullPass | None:
@@ -403,30 +373,19 @@ class Probe:
             warnings.warn(f"optprobe: {message} (further cases are only counted)", ProbeWarning, stacklevel=4)
         self.warnings[reason] += 1
 
-    # ------------------------------------------------------------------------------- output
-    def _all_sinks(self) -> list[Sink]:
-        if self._table is None and self.run_dir is not None:
-            self._table = TableSink(self.run_dir, keep_rows=self._keep_rows)
-        return ([self._table] if self._table is not None else []) + self.sinks
+    @property
+    def rows_written(self) -> int:
+        """How many rows the sinks have received, a resumed run's earlier rows included."""
+        return self._output.rows_written
 
-    def _write(self, row: dict[str, Any]) -> None:
-        for key, value in row.items():  # an infinite metric is as undefined as a NaN one, in every row
-            if isinstance(value, float) and math.isinf(value):
-                row[key] = math.nan
-        for sink in self._all_sinks():
-            sink.write(row)
-        self.rows_written += 1
-        self.last_row = row
+    @property
+    def last_row(self) -> dict[str, Any] | None:
+        """The latest row written (step or epoch end), or None before the first."""
+        return self._output.last_row
 
     def table(self):  # -> pandas.DataFrame
         """Every row written so far, read back from the run directory."""
-        from optprobe.sinks import read_table
-
-        if self.run_dir is None:
-            raise OptprobeError(
-                "this Probe writes no run directory (out_dir=None); read your own sinks instead"
-            )
-        return read_table(self.run_dir)
+        return self._output.table()
 
     # ------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -471,7 +430,6 @@ class Probe:
                 f"{len(self.metrics)}: build the Probe with the same config (and reference) as the saved run"
             )
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.rows_written = int(state["rows_written"])
         for metric, metric_state in zip(self.metrics, state["metrics"], strict=True):
             metric.load_state_dict(metric_state)
         if self.fullbatch is not None and state["fullbatch"] is not None:
@@ -488,10 +446,7 @@ class Probe:
         for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
             metric.load_state_dict(metric_state)  # checkpoints from before periodic state restore nothing
         self._full_batch_at = state.get("full_batch_at")
-        if self._table is not None:
-            self._table.close()
-            self._table = None
-        self._keep_rows = self.rows_written
+        self._output.resume_at(int(state["rows_written"]))  # the table is cut back to the saved rows
 
 
 
@@ -514,10 +469,3 @@ def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> Non
                 f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
                 f"shape {ours[name]}: resume into the model the run was saved from"
             )
-
-
-def _count_rows(run_dir: Path) -> int | None:
-    from optprobe.sinks import read_table
-
-    return len(read_table(run_dir)) if (run_dir / LOG_NAME).exists() else None
-
