@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from optprobe import probe_checkpoint
 from optprobe.distributed import on_every_rank, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
 from optprobe.evaluation import (
@@ -61,7 +62,6 @@ from optprobe.probe_config import FAMILIES, ProbeConfig  # noqa: F401 (FAMILIES:
 from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
 from optprobe.run_output import RunOutput
-from optprobe.runinfo import as_stored
 from optprobe.sharding import evaluator_for, local
 from optprobe.sinks import Sink
 from optprobe.snapshots import Snapshots
@@ -391,11 +391,8 @@ class Probe:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue with identical metric values (save it with your checkpoint)."""
         return {
-            "version": 1,
-            "config": asdict(self.config),
-            "metric_classes": [type(m).__name__ for m in self.metrics],
-            "reference": self.reference is not None,
-            "names": list(self.names),
+            "version": probe_checkpoint.VERSION,
+            **self._identity(),
             "shapes": [list(p.shape) for p in self.params.values()],
             "step": self.step,
             "epoch": self.epoch,
@@ -411,35 +408,16 @@ class Probe:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
-        ours = {
-            "config": asdict(self.config),
-            "metric_classes": [type(m).__name__ for m in self.metrics],
-            "reference": self.reference is not None,
-            "names": self.names,
-        }
-        for what, value in ((what, state.get(what)) for what in ours):
-            if value is not None and as_stored(value) != as_stored(ours[what]):
-                raise OptprobeError(
-                    f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
-                    "build the Probe with the same config, reference and model as the saved run"
-                )
-        _check_shapes(state, self.params)
-        if len(state["metrics"]) != len(self.metrics):
-            raise OptprobeError(
-                f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
-                f"{len(self.metrics)}: build the Probe with the same config (and reference) as the saved run"
-            )
+        probe_checkpoint.check_fits(state, self._identity(), self.params, len(self.metrics))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         for metric, metric_state in zip(self.metrics, state["metrics"], strict=True):
             metric.load_state_dict(metric_state)
         if self.fullbatch is not None and state["fullbatch"] is not None:
             self.fullbatch.load_state_dict(state["fullbatch"])
-        snapshots = state.get("snapshots")
-        if snapshots is None:  # a checkpoint from before the table of points held x_{t−1} as "prev"
-            prev = state.get("prev")
-            snapshots = {"history": [] if prev is None else [(self.step - 1, prev)]}
         self._snapshots.load_state_dict(
-            snapshots, lambda p: {k: v.to(self.params[k].device) for k, v in p.items()}, self.step > 0
+            probe_checkpoint.saved_snapshots(state, self.step),
+            lambda p: {k: v.to(self.params[k].device) for k, v in p.items()},
+            self.step > 0,
         )
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
@@ -448,24 +426,5 @@ class Probe:
         self._full_batch_at = state.get("full_batch_at")
         self._output.resume_at(int(state["rows_written"]))  # the table is cut back to the saved rows
 
-
-
-
-
-
-def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
-    """Refuse a checkpoint whose parameters had other shapes (without "shapes": those of a saved x_{t−1})."""
-    if state.get("shapes") is not None:
-        saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
-        ours = {name: tuple(p.shape) for name, p in params.items()}
-    else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
-        history = (state.get("snapshots") or {}).get("history") or [(None, {})]
-        point = state.get("prev") or history[0][1]  # a saved x_{t−1}: the old "prev", or the newest copy
-        saved = {name: tuple(v.shape) for name, v in point.items()}
-        ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
-    for name, shape in saved.items():
-        if name in ours and shape != ours[name]:
-            raise OptprobeError(
-                f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
-                f"shape {ours[name]}: resume into the model the run was saved from"
-            )
+    def _identity(self) -> dict[str, Any]:
+        return probe_checkpoint.identity(self.config, self.metrics, self.reference is not None, self.names)
