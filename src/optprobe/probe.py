@@ -55,6 +55,7 @@ from optprobe.probe_checks import (
     check_batch_device,
     check_real,
     check_reusable,
+    check_scalar_loss,
     check_shardable,
     missing_buffers_message,
 )
@@ -225,13 +226,8 @@ class Probe:
             raise OptprobeError(
                 "end_step() needs a matching begin_step(batch) before the forward pass of the same step"
             )
-        if isinstance(loss, Tensor) and loss.numel() != 1:
-            self._pending = None
-            raise OptprobeError(
-                f"end_step(loss) needs the scalar training loss, got a tensor of shape {tuple(loss.shape)}: "
-                "pass the mean loss you called backward() on"
-            )
         pending, self._pending = self._pending, None
+        check_scalar_loss(loss)
         t = self.step
         row = None
         self._snapshots.before_measuring(self._point)

@@ -54,6 +54,15 @@ def check_batch_device(batch: Batch, param_device: torch.device) -> None:
         )
 
 
+def check_scalar_loss(loss: Tensor | float | None) -> None:
+    """end_step takes the training loss ℓ(x_t, z_t): one number, not a tensor of per-example losses."""
+    if isinstance(loss, Tensor) and loss.numel() != 1:
+        raise OptprobeError(
+            f"end_step(loss) needs the scalar training loss, got a tensor of shape {tuple(loss.shape)}: "
+            "pass the mean loss you called backward() on"
+        )
+
+
 def missing_buffers_message(missing: Sequence[str]) -> str:
     """Why eval-mode passes at a reference without its buffers do not measure the reference's own F."""
     return (
