@@ -22,13 +22,12 @@ x_t, too, are computed once per step for all that read them (:class:`~optprobe.f
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -38,19 +37,17 @@ from torch import Tensor, nn
 from optprobe import probe_checkpoint
 from optprobe.distributed import on_every_rank, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
+from optprobe.eval_measurement import EvalMeasurement
 from optprobe.evaluation import (
     Batch,
     LossFn,
     Params,
     RngState,
-    cuda_devices,
     trained_parameters,
 )
-from optprobe.full_pass import FullPass
 from optprobe.measurement import Pending, StepMeasurement
 from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
-from optprobe.metrics.fullbatch import FullBatchMetrics
 from optprobe.probe_checks import (
     check_batch_device,
     check_real,
@@ -158,21 +155,15 @@ class Probe:
             zero_update_undefined="smoothness" in self.config.metrics,  # Δ_t = 0: smoothness is 0/0
             compiled=self.config.compile_reductions,
         )  # fmt: skip
-        self.fullbatch = (
-            None
-            if eval_loader is None
-            else FullBatchMetrics(
-                eval_loader, self.reference, self.config.seed, self.config.per_layer, self.reference_buffers
-            )
-        )
         self.eval_loader = eval_loader
-        self.periodic = list(periodic)
-        for metric in self.periodic:  # metrics of F (``on="eval"``) take its loader and seed here
-            metric.attach(eval_loader, self.config.seed)
+        self._eval_measurement = EvalMeasurement(
+            model, self.evaluator, self.config, eval_loader, ref, periodic, self.params, self.param_layers,
+            self._warn,
+        )  # fmt: skip
+        self.fullbatch, self.periodic = self._eval_measurement.fullbatch, self._eval_measurement.periodic
         self.periodic_batch = periodic_batch
         self.step = 0
         self.epoch = 0
-        self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._pending: Pending | None = None
         self._closed = False
         probe_info = {
@@ -244,9 +235,9 @@ class Probe:
         row = None
         if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
             row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
-            row.update(self._full_batch(self.step, None))
+            row.update(self._eval_measurement.full_batch(self.step, self._point, None))
             self._output.write(row)
-            self._full_batch_at = self.step  # x_step: where the next end_step would measure again
+            self._eval_measurement.full_batch_at = self.step  # x_step: where the next end_step would measure
         self.epoch += 1
         if self.config.window == "epoch":
             for metric in self.metrics:
@@ -272,16 +263,8 @@ class Probe:
         return bool(self.metrics) and t % self.config.every == 0
 
     def _due(self, t: int) -> bool:
-        return (
-            self._trajectory_due(t)
-            or self._full_batch_due(t)
-            or any(m.due(t) for m in self.periodic)
-        )
-
-    def _full_batch_due(self, t: int) -> bool:
-        """Whether step t measures full-batch metrics: every k steps, unless an epoch end just did at x_t."""
-        every = self.config.full_batch_every
-        return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
+        evals = self._eval_measurement
+        return self._trajectory_due(t) or evals.full_batch_due(t) or any(m.due(t) for m in self.periodic)
 
     def _measure_step(self, t: int, pending: Pending, loss: Tensor | float | None) -> dict[str, Any]:
         grads = gradients(self.model, self.params)
@@ -299,62 +282,22 @@ class Probe:
             row["loss"] = as_float(loss)
         if not math.isfinite(row["loss"]):
             self._warn("non_finite_loss", f"step {t}: the training loss is {row['loss']}; metrics are NaN")
-        full = self._full_pass(t)  # ∇F(x_t) once for this step's consumers of it, dropped with the step
-        if self.fullbatch is not None and self._full_batch_due(t):
-            row.update(self._full_batch(t, grads, full))
+        evals = self._eval_measurement
+        full = evals.shared_pass(t, self._point)  # ∇F(x_t) once for this step's consumers, dropped with it
+        if self.fullbatch is not None and evals.full_batch_due(t):
+            row.update(evals.full_batch(t, self._point, grads, full))
         for metric in self.periodic:
             if metric.due(t):
-                row.update(self._periodic(metric, t, pending.batch, full))
+                batch = self._periodic_batch(pending.batch)
+                row.update(evals.periodic_metric(metric, t, self._point, batch, full))
         self._output.write(row)
         return row
 
-    def _full_pass(self, t: int) -> FullPass | None:
-        """The pass over F at x_t shared by step t's full-batch metrics and periodic metrics of ∇F."""
-        uses = int(self.fullbatch is not None and self._full_batch_due(t))
-        uses += sum(metric.due(t) and metric.reads_full_grad() for metric in self.periodic)
-        if self.eval_loader is None or uses == 0:
-            return None
-        return FullPass(self.evaluator, self._point(), self.eval_loader, self.config.seed, uses)
-
-    def _full_batch(self, t: int, grads: Params | None, full: FullPass | None = None) -> dict[str, float]:
-        """Full-batch metrics at x_t (in eval mode when configured); a non-finite F is a counted warning."""
-        assert self.fullbatch is not None
-        point = self._point() if full is None else full.params
-        with self._eval_context():
-            row = self.fullbatch.measure(self.evaluator, point, grads, self.param_layers, full)
-        bad = {k: row[k] for k in ("full_loss", "ref_full_loss") if k in row and not math.isfinite(row[k])}
-        if bad:
-            found = ", ".join(f"{k} = {v}" for k, v in bad.items())
-            self._warn(
-                "non_finite_full_loss",
-                f"step {t}: the full-batch loss is not finite ({found}); look for NaN or inf in the "
-                "evaluation data or the loss",
-            )
-        return row
-
-    def _periodic(
-        self, metric: PeriodicMetric, t: int, batch: Batch, full: FullPass | None
-    ) -> dict[str, float]:
+    def _periodic_batch(self, batch: Batch) -> Batch:
+        """The batch periodic metrics run on: ``periodic_batch``, else eval_loader's first, else ``batch``."""
         if self.periodic_batch is None:
             self.periodic_batch = next(iter(self.eval_loader)) if self.eval_loader is not None else batch
-        with self._eval_context(), torch.random.fork_rng(devices=cuda_devices(self.params)):
-            torch.manual_seed(self.config.seed)
-            if full is None:
-                return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
-            return metric.compute_shared(self.evaluator, full.params, self.periodic_batch, t, full)
-
-    @contextlib.contextmanager
-    def _eval_context(self) -> Iterator[None]:
-        if not self.config.eval_mode:
-            yield
-            return
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.train(training)
+        return self.periodic_batch
 
     def _point(self) -> Params:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
@@ -399,7 +342,7 @@ class Probe:
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
             "periodic": [m.state_dict() for m in self.periodic],
-            "full_batch_at": self._full_batch_at,
+            "full_batch_at": self._eval_measurement.full_batch_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -419,7 +362,7 @@ class Probe:
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
         for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
             metric.load_state_dict(metric_state)  # checkpoints from before periodic state restore nothing
-        self._full_batch_at = state.get("full_batch_at")
+        self._eval_measurement.full_batch_at = state.get("full_batch_at")
         self._output.resume_at(int(state["rows_written"]))  # the table is cut back to the saved rows
 
     def _identity(self) -> dict[str, Any]:
