@@ -18,6 +18,13 @@ At each measured step the Probe decides what it needs (the union of its metrics'
 evaluates it once through the :class:`~optprobe.evaluation.Evaluator`, reduces the named vectors
 per layer in one pass, hands the results to every metric and writes one row to its sinks. F and ∇F at
 x_t, too, are computed once per step for all that read them (:class:`~optprobe.full_pass.FullPass`).
+
+The Probe is the schedule (what is due at which call); the work is its collaborators':
+:class:`~optprobe.measurement.StepMeasurement` (trajectory metrics),
+:class:`~optprobe.eval_measurement.EvalMeasurement` (full-batch and periodic metrics),
+:class:`~optprobe.snapshots.Snapshots` (the points held), :mod:`optprobe.step_inputs` (g_t, the loss and
+the optimizer's lr and s_t), :class:`~optprobe.run_output.RunOutput` (the run directory and sinks),
+:mod:`optprobe.probe_checkpoint` (what a state_dict must match) and :mod:`optprobe.probe_checks`.
 """
 
 from __future__ import annotations
