@@ -18,49 +18,65 @@ At each measured step the Probe decides what it needs (the union of its metrics'
 evaluates it once through the :class:`~optprobe.evaluation.Evaluator`, reduces the named vectors
 per layer in one pass, hands the results to every metric and writes one row to its sinks. F and ∇F at
 x_t, too, are computed once per step for all that read them (:class:`~optprobe.full_pass.FullPass`).
+
+The Probe is the schedule (what is due at which call); the work is its collaborators':
+:class:`~optprobe.measurement.StepMeasurement` (trajectory metrics),
+:class:`~optprobe.eval_measurement.EvalMeasurement` (full-batch and periodic metrics),
+:class:`~optprobe.snapshots.Snapshots` (the points held), :mod:`optprobe.step_inputs` (g_t, the loss and
+the optimizer's lr and s_t), :class:`~optprobe.run_output.RunOutput` (the run directory and sinks),
+:mod:`optprobe.probe_checkpoint` (what a state_dict must match) and :mod:`optprobe.probe_checks`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from optprobe.distributed import all_reduce_, is_distributed, on_every_rank, rank, unwrap
+from optprobe import probe_checkpoint
+from optprobe.distributed import on_every_rank, rank, unwrap
 from optprobe.errors import OptprobeError, ProbeWarning
+from optprobe.eval_measurement import EvalMeasurement
 from optprobe.evaluation import (
     Batch,
     LossFn,
     Params,
     RngState,
-    batch_devices,
-    cuda_devices,
     trained_parameters,
 )
-from optprobe.full_pass import FullPass
 from optprobe.measurement import Pending, StepMeasurement
 from optprobe.metrics import registry
 from optprobe.metrics.base import Needs, PeriodicMetric, TrajectoryMetric, as_float
-from optprobe.metrics.fullbatch import FullBatchMetrics
+from optprobe.probe_checks import (
+    check_batch_device,
+    check_real,
+    check_reusable,
+    check_scalar_loss,
+    check_shardable,
+    missing_buffers_message,
+)
 from optprobe.probe_config import FAMILIES, ProbeConfig  # noqa: F401 (FAMILIES: optprobe.probe's name)
 from optprobe.reductions import layer_of
 from optprobe.reference import load_reference
-from optprobe.runinfo import as_stored, update_run_info
+from optprobe.run_output import RunOutput
 from optprobe.sharding import evaluator_for, local
-from optprobe.sinks import Sink, TableSink
-from optprobe.sinks.table import LOG_NAME
+from optprobe.sinks import Sink
 from optprobe.snapshots import Snapshots
+from optprobe.step_inputs import (
+    gradients,
+    loss_averaged_over_ranks,
+    optimizer_columns,
+    scale_and_weight,
+    unscale_gradients,
+)
 
 
 class Probe:
@@ -122,9 +138,9 @@ class Probe:
         self.optimizer = optimizer
         self.evaluator = evaluator_for(model, loss_fn)  # under fully_shard: passes on local shards
         if self.evaluator.sharded:
-            _check_shardable(periodic)
+            check_shardable(periodic)
         self.params = trained_parameters(model)
-        _check_real(self.params)
+        check_real(self.params)
         self.names = list(self.params)
         self.param_layers = [layer_of(n) for n in self.names]
         self.layers = list(dict.fromkeys(self.param_layers))
@@ -133,8 +149,8 @@ class Probe:
         self.reference = None if ref is None else ref.params
         self.reference_buffers = None if ref is None else ref.buffers  # every pass at x* uses them
         if ref is not None and ref.missing_buffers and self.config.eval_mode:
-            self._warn("reference_without_buffers", _missing_buffers_message(ref.missing_buffers))
-        _check_reusable(eval_loader)
+            self._warn("reference_without_buffers", missing_buffers_message(ref.missing_buffers))
+        check_reusable(eval_loader)
         self.metrics = self._build_metrics(self.config.metrics if metrics is None else metrics)
         for metric in self.metrics:
             metric.needs.check(type(metric).__name__)
@@ -146,69 +162,38 @@ class Probe:
             zero_update_undefined="smoothness" in self.config.metrics,  # Δ_t = 0: smoothness is 0/0
             compiled=self.config.compile_reductions,
         )  # fmt: skip
-        self.fullbatch = (
-            None
-            if eval_loader is None
-            else FullBatchMetrics(
-                eval_loader, self.reference, self.config.seed, self.config.per_layer, self.reference_buffers
-            )
-        )
         self.eval_loader = eval_loader
-        self.periodic = list(periodic)
-        for metric in self.periodic:  # metrics of F (``on="eval"``) take its loader and seed here
-            metric.attach(eval_loader, self.config.seed)
+        self._eval_measurement = EvalMeasurement(
+            model, self.evaluator, self.config, eval_loader, ref, periodic, self.params, self.param_layers,
+            self._warn,
+        )  # fmt: skip
+        self.fullbatch, self.periodic = self._eval_measurement.fullbatch, self._eval_measurement.periodic
         self.periodic_batch = periodic_batch
         self.step = 0
         self.epoch = 0
-        self.rows_written = 0
-        self.last_row: dict[str, Any] | None = None
-        self._full_batch_at: int | None = None  # the step index whose point end_epoch measured
         self._pending: Pending | None = None
         self._closed = False
-        self._keep_rows: int | None = None
-        self._table: TableSink | None = None
-        self.sinks = list(sinks) if rank() == 0 else []  # one writer under data parallelism
-        self.run_dir = on_every_rank(
-            lambda: self._prepare_run_dir(out_dir if rank() == 0 else None, if_exists, run_info),
+        probe_info = {
+            "probe_config": asdict(self.config),
+            "metric_classes": [type(m).__name__ for m in self.metrics],
+            "model": {"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
+            "reference": self.reference is not None,
+        }
+        writer = rank() == 0  # one writer under data parallelism
+        self._output = on_every_rank(
+            lambda: RunOutput(
+                out_dir if writer else None, if_exists, sinks if writer else (), probe_info, run_info
+            ),
             next(iter(self.params.values())).device,
         )
-        for sink in self.sinks:
-            if hasattr(sink, "start"):  # optional: trackers record the settings (and the βs of exp_* names)
-                sink.start(asdict(self.config))
+        self.run_dir, self.sinks = self._output.run_dir, self._output.sinks
+        self._output.start_sinks(asdict(self.config))
 
     # ----------------------------------------------------------------------------------- set-up
     def _build_metrics(self, entries: Sequence[str | TrajectoryMetric]) -> list[TrajectoryMetric]:
         c = self.config
         targets = ("prev", "ref") if self.reference is not None else ("prev",)
         return registry.build(entries, registry.Setup(c.betas, c.per_layer, targets))
-
-    def _prepare_run_dir(
-        self, out_dir: str | os.PathLike[str] | None, if_exists: str, run_info: Mapping[str, Any] | None
-    ) -> Path | None:
-        if if_exists not in ("error", "overwrite", "resume"):
-            raise OptprobeError(f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}")
-        if out_dir is None:
-            return None
-        if str(out_dir) == "auto":
-            out_dir = Path("runs") / time.strftime("probe-%Y%m%d-%H%M%S")
-        run_dir = Path(out_dir)
-        if (run_dir / LOG_NAME).exists() and if_exists == "error":
-            raise OptprobeError(
-                f"{run_dir} already holds an optprobe run; pass if_exists='resume' (and load_state_dict) to "
-                "continue it, if_exists='overwrite' to replace it, or choose another out_dir"
-            )
-        self._keep_rows = None if if_exists != "resume" else _count_rows(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        update_run_info(
-            run_dir,
-            probe_config=asdict(self.config),
-            metric_classes=[type(m).__name__ for m in self.metrics],
-            model={"parameters": sum(p.numel() for p in self.params.values()), "layers": self.layers},
-            reference=self.reference is not None,
-            finished=False,
-            **dict(run_info or {}),
-        )
-        return run_dir
 
     # ------------------------------------------------------------------------------- the loop
     def begin_step(self, batch: Batch) -> None:
@@ -225,14 +210,7 @@ class Probe:
                 "with the list of its micro-batches, and make loss_fn(model, micro_batches) their mean loss"
             )
         param_device = next(iter(self.params.values())).device
-        devices = batch_devices(batch)
-        # a tensor off the model's device beside others on it is fine (CPU lengths for pack_padded_sequence)
-        if devices and all(device.type != param_device.type for device in devices):
-            found = ", ".join(sorted(map(str, devices)))
-            raise OptprobeError(
-                f"the batch is on {found} but the model's parameters are on {param_device}: move the batch "
-                "to the model's device before probe.begin_step(batch)"
-            )
+        check_batch_device(batch, param_device)
         self._pending = Pending(batch, RngState.capture(param_device) if self.config.replay_rng else None)
 
     def end_step(self, loss: Tensor | float | None = None) -> dict[str, Any] | None:
@@ -246,18 +224,13 @@ class Probe:
             raise OptprobeError(
                 "end_step() needs a matching begin_step(batch) before the forward pass of the same step"
             )
-        if isinstance(loss, Tensor) and loss.numel() != 1:
-            self._pending = None
-            raise OptprobeError(
-                f"end_step(loss) needs the scalar training loss, got a tensor of shape {tuple(loss.shape)}: "
-                "pass the mean loss you called backward() on"
-            )
         pending, self._pending = self._pending, None
+        check_scalar_loss(loss)
         t = self.step
         row = None
         self._snapshots.before_measuring(self._point)
         if self._due(t):
-            self._unscale_gradients()
+            unscale_gradients(self.grad_scaler, self.optimizer)
             row = self._measure_step(t, pending, loss)
         self._snapshots.after_step(t, self._point, self._trajectory_due)
         self.step += 1
@@ -269,9 +242,9 @@ class Probe:
         row = None
         if self.fullbatch is not None and self.config.full_batch_at_epoch_end:
             row = {"step": self.step, "epoch": self.epoch, "event": "epoch_end"}
-            row.update(self._full_batch(self.step, None))
-            self._write(row)
-            self._full_batch_at = self.step  # x_step: where the next end_step would measure again
+            row.update(self._eval_measurement.full_batch(self.step, self._point, None))
+            self._output.write(row)
+            self._eval_measurement.full_batch_at = self.step  # x_step: where the next end_step would measure
         self.epoch += 1
         if self.config.window == "epoch":
             for metric in self.metrics:
@@ -284,10 +257,7 @@ class Probe:
         if self._closed:
             return
         self._closed = True
-        for sink in self._all_sinks():
-            sink.close()
-        if self.run_dir is not None:
-            update_run_info(self.run_dir, finished=finished, steps=self.step, warnings=dict(self.warnings))
+        self._output.close(finished=finished, steps=self.step, warnings=dict(self.warnings))
 
     def __enter__(self) -> Probe:
         return self
@@ -300,120 +270,41 @@ class Probe:
         return bool(self.metrics) and t % self.config.every == 0
 
     def _due(self, t: int) -> bool:
-        return (
-            self._trajectory_due(t)
-            or self._full_batch_due(t)
-            or any(m.due(t) for m in self.periodic)
-        )
-
-    def _full_batch_due(self, t: int) -> bool:
-        """Whether step t measures full-batch metrics: every k steps, unless an epoch end just did at x_t."""
-        every = self.config.full_batch_every
-        return bool(self.fullbatch and every and t % every == 0 and t != self._full_batch_at)
+        evals = self._eval_measurement
+        return self._trajectory_due(t) or evals.full_batch_due(t) or any(m.due(t) for m in self.periodic)
 
     def _measure_step(self, t: int, pending: Pending, loss: Tensor | float | None) -> dict[str, Any]:
-        grads = self._gradients()
+        grads = gradients(self.model, self.params)
         if loss is None:
             loss = self.evaluator.loss(self._point(), pending.batch, pending.rng)
-        loss = _loss_averaged_over_ranks(loss, next(iter(self.params.values())).device)
+        loss = loss_averaged_over_ranks(loss, next(iter(self.params.values())).device)
         row: dict[str, Any] = {"step": t, "epoch": self.epoch, "event": "step", "loss": math.nan}
-        if self.optimizer is not None:
-            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            scaling = _random_scaling(self.optimizer)
-            if scaling is not None:  # s_t exists only under random scaling: no made-up 1.0 without it
-                row["scale"] = float(scaling.last_scale)
+        row.update(optimizer_columns(self.optimizer))
         if self._trajectory_due(t):  # the loss comes to the host with the step's other scalars
-            scaling = _random_scaling(self.optimizer)
             row["loss"], columns = self._measurement.measure(
-                t, self.epoch, self._point(), grads, loss, pending,
-                float(getattr(scaling, "last_scale", 1.0)), float(getattr(scaling, "last_weight", 1.0)),
-            )  # fmt: skip
+                t, self.epoch, self._point(), grads, loss, pending, *scale_and_weight(self.optimizer)
+            )
             row.update(columns)
         else:
             row["loss"] = as_float(loss)
         if not math.isfinite(row["loss"]):
             self._warn("non_finite_loss", f"step {t}: the training loss is {row['loss']}; metrics are NaN")
-        full = self._full_pass(t)  # ∇F(x_t) once for this step's consumers of it, dropped with the step
-        if self.fullbatch is not None and self._full_batch_due(t):
-            row.update(self._full_batch(t, grads, full))
+        evals = self._eval_measurement
+        full = evals.shared_pass(t, self._point)  # ∇F(x_t) once for this step's consumers, dropped with it
+        if self.fullbatch is not None and evals.full_batch_due(t):
+            row.update(evals.full_batch(t, self._point, grads, full))
         for metric in self.periodic:
             if metric.due(t):
-                row.update(self._periodic(metric, t, pending.batch, full))
-        self._write(row)
+                batch = self._periodic_batch(pending.batch)
+                row.update(evals.periodic_metric(metric, t, self._point, batch, full))
+        self._output.write(row)
         return row
 
-    def _full_pass(self, t: int) -> FullPass | None:
-        """The pass over F at x_t shared by step t's full-batch metrics and periodic metrics of ∇F."""
-        uses = int(self.fullbatch is not None and self._full_batch_due(t))
-        uses += sum(metric.due(t) and metric.reads_full_grad() for metric in self.periodic)
-        if self.eval_loader is None or uses == 0:
-            return None
-        return FullPass(self.evaluator, self._point(), self.eval_loader, self.config.seed, uses)
-
-    def _full_batch(self, t: int, grads: Params | None, full: FullPass | None = None) -> dict[str, float]:
-        """Full-batch metrics at x_t (in eval mode when configured); a non-finite F is a counted warning."""
-        assert self.fullbatch is not None
-        point = self._point() if full is None else full.params
-        with self._eval_context():
-            row = self.fullbatch.measure(self.evaluator, point, grads, self.param_layers, full)
-        bad = {k: row[k] for k in ("full_loss", "ref_full_loss") if k in row and not math.isfinite(row[k])}
-        if bad:
-            found = ", ".join(f"{k} = {v}" for k, v in bad.items())
-            self._warn(
-                "non_finite_full_loss",
-                f"step {t}: the full-batch loss is not finite ({found}); look for NaN or inf in the "
-                "evaluation data or the loss",
-            )
-        return row
-
-    def _periodic(
-        self, metric: PeriodicMetric, t: int, batch: Batch, full: FullPass | None
-    ) -> dict[str, float]:
+    def _periodic_batch(self, batch: Batch) -> Batch:
+        """The batch periodic metrics run on: ``periodic_batch``, else eval_loader's first, else ``batch``."""
         if self.periodic_batch is None:
             self.periodic_batch = next(iter(self.eval_loader)) if self.eval_loader is not None else batch
-        with self._eval_context(), torch.random.fork_rng(devices=cuda_devices(self.params)):
-            torch.manual_seed(self.config.seed)
-            if full is None:
-                return metric.compute(self.evaluator, self._point(), self.periodic_batch, t)
-            return metric.compute_shared(self.evaluator, full.params, self.periodic_batch, t, full)
-
-    @contextlib.contextmanager
-    def _eval_context(self) -> Iterator[None]:
-        if not self.config.eval_mode:
-            yield
-            return
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.train(training)
-
-    def _unscale_gradients(self) -> None:
-        """.grad ← .grad / scale under a GradScaler, once a step (its ``unscale_`` refuses a second call)."""
-        scaler = self.grad_scaler
-        if scaler is None or not scaler.is_enabled():
-            return
-        if not _unscaled_this_step(scaler, self.optimizer):
-            scaler.unscale_(self.optimizer)
-
-    def _gradients(self) -> Params:
-        if [n for n, p in self.model.named_parameters() if p.requires_grad] != self.names:
-            raise OptprobeError(
-                "the set of parameters with requires_grad changed since the Probe was built (gradual "
-                "unfreezing?); the Probe measures a fixed x: build a new Probe after freezing or unfreezing"
-            )
-        grads = {name: p.grad for name, p in self.params.items()}
-        if all(g is None for g in grads.values()):
-            raise OptprobeError(
-                "no trained parameter has a .grad: call probe.end_step(loss) after loss.backward() and "
-                "before optimizer.step() / optimizer.zero_grad()"
-            )
-        return {
-            n: torch.zeros_like(local(self.params[n].detach())) if g is None else local(g.detach())
-            for n, g in grads.items()
-        }
+        return self.periodic_batch
 
     def _point(self) -> Params:
         """x_t as the probe holds points: whole tensors, or this rank's shards under fully_shard."""
@@ -428,40 +319,26 @@ class Probe:
             warnings.warn(f"optprobe: {message} (further cases are only counted)", ProbeWarning, stacklevel=4)
         self.warnings[reason] += 1
 
-    # ------------------------------------------------------------------------------- output
-    def _all_sinks(self) -> list[Sink]:
-        if self._table is None and self.run_dir is not None:
-            self._table = TableSink(self.run_dir, keep_rows=self._keep_rows)
-        return ([self._table] if self._table is not None else []) + self.sinks
+    @property
+    def rows_written(self) -> int:
+        """How many rows the sinks have received, a resumed run's earlier rows included."""
+        return self._output.rows_written
 
-    def _write(self, row: dict[str, Any]) -> None:
-        for key, value in row.items():  # an infinite metric is as undefined as a NaN one, in every row
-            if isinstance(value, float) and math.isinf(value):
-                row[key] = math.nan
-        for sink in self._all_sinks():
-            sink.write(row)
-        self.rows_written += 1
-        self.last_row = row
+    @property
+    def last_row(self) -> dict[str, Any] | None:
+        """The latest row written (step or epoch end), or None before the first."""
+        return self._output.last_row
 
     def table(self):  # -> pandas.DataFrame
         """Every row written so far, read back from the run directory."""
-        from optprobe.sinks import read_table
-
-        if self.run_dir is None:
-            raise OptprobeError(
-                "this Probe writes no run directory (out_dir=None); read your own sinks instead"
-            )
-        return read_table(self.run_dir)
+        return self._output.table()
 
     # ------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue with identical metric values (save it with your checkpoint)."""
         return {
-            "version": 1,
-            "config": asdict(self.config),
-            "metric_classes": [type(m).__name__ for m in self.metrics],
-            "reference": self.reference is not None,
-            "names": list(self.names),
+            "version": probe_checkpoint.VERSION,
+            **self._identity(),
             "shapes": [list(p.shape) for p in self.params.values()],
             "step": self.step,
             "epoch": self.epoch,
@@ -472,146 +349,28 @@ class Probe:
             "warnings": dict(self.warnings),
             "periodic_batch": self.periodic_batch,
             "periodic": [m.state_dict() for m in self.periodic],
-            "full_batch_at": self._full_batch_at,
+            "full_batch_at": self._eval_measurement.full_batch_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the run directory's table is cut back to the checkpoint's rows."""
-        ours = {
-            "config": asdict(self.config),
-            "metric_classes": [type(m).__name__ for m in self.metrics],
-            "reference": self.reference is not None,
-            "names": self.names,
-        }
-        for what, value in ((what, state.get(what)) for what in ours):
-            if value is not None and as_stored(value) != as_stored(ours[what]):
-                raise OptprobeError(
-                    f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "
-                    "build the Probe with the same config, reference and model as the saved run"
-                )
-        _check_shapes(state, self.params)
-        if len(state["metrics"]) != len(self.metrics):
-            raise OptprobeError(
-                f"the checkpoint holds {len(state['metrics'])} metric states but this Probe has "
-                f"{len(self.metrics)}: build the Probe with the same config (and reference) as the saved run"
-            )
+        probe_checkpoint.check_fits(state, self._identity(), self.params, len(self.metrics))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.rows_written = int(state["rows_written"])
         for metric, metric_state in zip(self.metrics, state["metrics"], strict=True):
             metric.load_state_dict(metric_state)
         if self.fullbatch is not None and state["fullbatch"] is not None:
             self.fullbatch.load_state_dict(state["fullbatch"])
-        snapshots = state.get("snapshots")
-        if snapshots is None:  # a checkpoint from before the table of points held x_{t−1} as "prev"
-            prev = state.get("prev")
-            snapshots = {"history": [] if prev is None else [(self.step - 1, prev)]}
         self._snapshots.load_state_dict(
-            snapshots, lambda p: {k: v.to(self.params[k].device) for k, v in p.items()}, self.step > 0
+            probe_checkpoint.saved_snapshots(state, self.step),
+            lambda p: {k: v.to(self.params[k].device) for k, v in p.items()},
+            self.step > 0,
         )
         self.warnings = Counter(state["warnings"])
         self.periodic_batch = state.get("periodic_batch", self.periodic_batch)
         for metric, metric_state in zip(self.periodic, state.get("periodic", ()), strict=False):
             metric.load_state_dict(metric_state)  # checkpoints from before periodic state restore nothing
-        self._full_batch_at = state.get("full_batch_at")
-        if self._table is not None:
-            self._table.close()
-            self._table = None
-        self._keep_rows = self.rows_written
+        self._eval_measurement.full_batch_at = state.get("full_batch_at")
+        self._output.resume_at(int(state["rows_written"]))  # the table is cut back to the saved rows
 
-
-def _check_shardable(periodic: Sequence[PeriodicMetric]) -> None:
-    """Under fully_shard only Sharpness and HessianTrace run (products by finite differences)."""
-    refused = [m for m in periodic if not getattr(m, "sharded", False)]
-    if refused:
-        raise OptprobeError(
-            "periodic (curvature) metrics other than Sharpness and HessianTrace need whole parameters and "
-            f"are not supported under fully_shard (got {type(refused[0]).__name__}); measure them on an "
-            "unsharded copy of the model"
-        )
-
-
-def _check_real(params: Mapping[str, Tensor]) -> None:
-    """The metrics are defined for real x: refuse complex parameters, saying what to train instead."""
-    complex_params = [name for name, p in params.items() if p.is_complex()]
-    if complex_params:
-        raise OptprobeError(
-            f"complex parameters ({', '.join(complex_params[:3])}) are not supported: the metrics are "
-            "defined for real x; train torch.view_as_real views as real parameters instead"
-        )
-
-
-def _check_reusable(eval_loader: Iterable[Batch] | None) -> None:
-    """F is measured again and again: a one-shot iterator (a generator) would be empty after the first."""
-    if isinstance(eval_loader, Iterator):
-        raise OptprobeError(
-            f"eval_loader is a one-shot iterator ({type(eval_loader).__name__}), but the full-batch loss "
-            "F is measured many times: pass a list of batches or a DataLoader"
-        )
-
-
-def _missing_buffers_message(missing: Sequence[str]) -> str:
-    """Why eval-mode passes at a reference without its buffers do not measure the reference's own F."""
-    return (
-        f"the reference has no {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
-        + "; eval-mode passes at x* use the model's buffers as they are now, when the Probe is built, so "
-        "F(x*) is not the reference model's own loss: pass a reference with its buffers (a module, or its "
-        "full state_dict)"
-    )  # fmt: skip
-
-
-def _random_scaling(optimizer: Any) -> Any:
-    """The optimizer reporting ``last_scale`` (random scaling) inside wrappers that keep theirs as
-    ``.optimizer`` (accelerate's, under a Trainer), or None; RandomScaling itself is found first."""
-    for _ in range(8):  # a chain of wrappers, never a cycle
-        if optimizer is None or hasattr(optimizer, "last_scale"):
-            return optimizer
-        optimizer = getattr(optimizer, "optimizer", None)
-    return None
-
-
-def _check_shapes(state: Mapping[str, Any], params: Mapping[str, Tensor]) -> None:
-    """Refuse a checkpoint whose parameters had other shapes (without "shapes": those of a saved x_{t−1})."""
-    if state.get("shapes") is not None:
-        saved = dict(zip(params, (tuple(s) for s in state["shapes"]), strict=False))
-        ours = {name: tuple(p.shape) for name, p in params.items()}
-    else:  # x_{t−1} is stored as local shards: compare with the local shards' shapes
-        history = (state.get("snapshots") or {}).get("history") or [(None, {})]
-        point = state.get("prev") or history[0][1]  # a saved x_{t−1}: the old "prev", or the newest copy
-        saved = {name: tuple(v.shape) for name, v in point.items()}
-        ours = {name: tuple(local(p.detach()).shape) for name, p in params.items()}
-    for name, shape in saved.items():
-        if name in ours and shape != ours[name]:
-            raise OptprobeError(
-                f"the checkpoint's Probe measured parameter {name!r} with shape {shape}, this model's has "
-                f"shape {ours[name]}: resume into the model the run was saved from"
-            )
-
-
-def _loss_averaged_over_ranks(loss: Tensor | float, device: torch.device) -> Tensor:
-    """The step's loss averaged over data-parallel ranks (the local value without a process group), as a
-    float64 tensor on ``device``: not copied to the host here; ``loss`` itself is never modified."""
-    value = torch.as_tensor(loss.detach() if isinstance(loss, Tensor) else loss, device=device)
-    value = value.reshape(()).to(torch.float64)
-    if is_distributed():
-        value = value.clone()
-        all_reduce_([value], mean=True)
-    return value
-
-
-def _unscaled_this_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``scaler.unscale_(optimizer)`` was called since the last ``update``.
-
-    GradScaler has no public way to ask: its ``unscale_`` raises a RuntimeError when called twice (a
-    message, not a type, tells it from its other errors), so this reads the stage GradScaler keeps per
-    optimizer. tests/core/test_torch_internals.py fails, naming this function, when torch changes it.
-    """
-    from torch.amp.grad_scaler import OptState
-
-    return scaler._per_optimizer_states[id(optimizer)]["stage"] is OptState.UNSCALED
-
-
-def _count_rows(run_dir: Path) -> int | None:
-    from optprobe.sinks import read_table
-
-    return len(read_table(run_dir)) if (run_dir / LOG_NAME).exists() else None
-
+    def _identity(self) -> dict[str, Any]:
+        return probe_checkpoint.identity(self.config, self.metrics, self.reference is not None, self.names)

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from optprobe.optim.random_scaling import HOOK_REGISTRATIONS, RandomScaling
-from optprobe.probe import _unscaled_this_step
+from optprobe.step_inputs import unscaled_this_step
 
 
 def test_grad_scaler_keeps_the_per_optimizer_stage_the_probe_reads():
-    """Probe._unscale_gradients asks whether unscale_ already ran this step; GradScaler only says so in
-    its private per-optimizer state."""
+    """optprobe.step_inputs.unscale_gradients asks whether unscale_ already ran this step; GradScaler
+    only says so in its private per-optimizer state."""
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
@@ -21,21 +21,21 @@ def test_grad_scaler_keeps_the_per_optimizer_stage_the_probe_reads():
     try:
         for _ in range(2):
             scaler.scale(model(torch.ones(3, 2)).sum()).backward()
-            stages.append(_unscaled_this_step(scaler, opt))
+            stages.append(unscaled_this_step(scaler, opt))
             scaler.unscale_(opt)
-            stages.append(_unscaled_this_step(scaler, opt))
+            stages.append(unscaled_this_step(scaler, opt))
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
     except (AttributeError, KeyError, ImportError, TypeError) as exc:
         pytest.fail(
             f"torch {torch.__version__} changed the private GradScaler state that "
-            "optprobe.probe._unscaled_this_step reads (_per_optimizer_states[id(optimizer)]['stage'], "
+            "optprobe.step_inputs.unscaled_this_step reads (_per_optimizer_states[id(optimizer)]['stage'], "
             f"torch.amp.grad_scaler.OptState): {exc!r}; find how this torch tells whether unscale_ ran"
         )
     assert stages == [False, True, False, True], (
         f"torch {torch.__version__}: GradScaler's per-optimizer stage no longer says whether unscale_ ran "
-        f"this step (got {stages}); fix optprobe.probe._unscaled_this_step"
+        f"this step (got {stages}); fix optprobe.step_inputs.unscaled_this_step"
     )
 
 
