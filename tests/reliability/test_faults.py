@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from optprobe.cli import main
@@ -259,6 +259,7 @@ _FILES = st.sampled_from(["run.json", "metrics.jsonl", "checkpoint.pt", "metrics
     damages=st.lists(st.tuples(_FILES, _DAMAGE_OPS, st.floats(0, 1)), min_size=1, max_size=3),
     command=st.sampled_from(["run", "compare"]),
 )
+@example(damages=[("run.json", "delete", 0.0), ("run.json", "unfinish", 0.0)], command="run")  # no run.json
 def test_fuzzed_damaged_run_directories_give_rc_0_or_2_and_change_nothing_unless_resumed(
     base, tmp_path_factory, capsys, damages, command
 ):
@@ -276,7 +277,7 @@ def test_fuzzed_damaged_run_directories_give_rc_0_or_2_and_change_nothing_unless
         elif op == "flip" and data:
             path.write_bytes(data[:cut] + bytes([data[min(cut, len(data) - 1)] ^ 0xFF]) + data[cut + 1 :])
         elif op == "unfinish" and name == "run.json":
-            with contextlib.suppress(ValueError, TypeError):  # unless already damaged
+            with contextlib.suppress(OSError, ValueError, TypeError):  # unless already damaged or deleted
                 _unfinish(run_dir)
     before = snapshot(run_dir)
     resumable = _unfinished(run_dir)
