@@ -11,7 +11,7 @@ from torch import Tensor
 
 from optprobe.errors import OptprobeError
 from optprobe.metrics.base import TrajectoryMetric
-from optprobe.probe_config import ProbeConfig
+from optprobe.probe_config import HOW_ONLY, ProbeConfig
 from optprobe.runinfo import as_stored
 from optprobe.sharding import local
 
@@ -21,9 +21,10 @@ VERSION = 1  # the "version" a state_dict records
 def identity(
     config: ProbeConfig, metrics: Sequence[TrajectoryMetric], reference: bool, names: Sequence[str]
 ) -> dict[str, Any]:
-    """The settings a checkpoint records and a Probe must share to load it, in the state_dict's order."""
+    """The settings a checkpoint records and a Probe must share to load it, in the state_dict's order
+    (the config without the settings a resumed run may switch, :data:`~optprobe.probe_config.HOW_ONLY`)."""
     return {
-        "config": asdict(config),
+        "config": {key: value for key, value in asdict(config).items() if key not in HOW_ONLY},
         "metric_classes": [type(m).__name__ for m in metrics],
         "reference": reference,
         "names": list(names),
@@ -33,8 +34,12 @@ def identity(
 def check_fits(
     state: Mapping[str, Any], ours: Mapping[str, Any], params: Mapping[str, Tensor], n_metrics: int
 ) -> None:
-    """Refuse a checkpoint whose Probe had another :func:`identity` (``ours``), shapes or metric count."""
+    """Refuse a checkpoint whose Probe had another :func:`identity` (``ours``), shapes or metric count; of
+    the config, the settings the checkpoint records (one newer than it, or switchable, is no change)."""
     for what, value in ((what, state.get(what)) for what in ours):
+        if what == "config" and value is not None:
+            value = {key: v for key, v in value.items() if key not in HOW_ONLY}
+            ours = {**ours, "config": {key: v for key, v in ours["config"].items() if key in value}}
         if value is not None and as_stored(value) != as_stored(ours[what]):
             raise OptprobeError(
                 f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "

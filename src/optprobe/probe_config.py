@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from optprobe.errors import OptprobeError
 
 FAMILIES = ("convexity", "smoothness", "correlation", "norms")  # the default; any registered family works
+#: settings that change how the columns are computed, not what they measure: a run may switch them when it
+#: resumes (its checkpoint and run.json are compared without them)
+HOW_ONLY = ("compile_reductions",)
 
 
 @dataclass

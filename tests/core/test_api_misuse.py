@@ -117,6 +117,24 @@ def test_resuming_into_a_probe_with_another_config_is_refused(tmp_path):
         other.load_state_dict(state)
 
 
+def test_a_checkpoint_from_before_a_new_setting_or_with_compile_reductions_switched_loads(tmp_path):
+    """A setting newer than the checkpoint (absent from its config) is no change, nor is switching one that
+    only changes how the columns are computed (compile_reductions); another metric set still is."""
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, mse_loss, optimizer=opt, out_dir=None, sinks=[])
+    _step(model, probe, opt, _batch())
+    state = probe.state_dict()
+    older = {**state, "config": {k: v for k, v in state["config"].items() if k != "replay_rng"}}
+    for saved, config in ((older, ProbeConfig()), (state, ProbeConfig(compile_reductions=True))):
+        resumed = Probe(model, mse_loss, optimizer=opt, out_dir=None, sinks=[], config=config)
+        resumed.load_state_dict(saved)
+        assert resumed.step == 1
+    changed = {**older, "config": {**older["config"], "every": 2}}
+    with pytest.raises(OptprobeError, match="another config"):
+        Probe(model, mse_loss, optimizer=opt, out_dir=None, sinks=[]).load_state_dict(changed)
+
+
 def test_config_accepts_one_family_or_beta_and_rejects_fractional_counts():
     assert ProbeConfig(metrics="convexity").metrics == ("convexity",)
     assert ProbeConfig(betas=0.9).betas == (0.9,)

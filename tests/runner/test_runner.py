@@ -23,6 +23,8 @@ def test_a_run_directory_made_with_other_settings_is_refused_not_reused(tmp_path
     err = capsys.readouterr().err
     assert "another configuration" in err and f"lr: {lr} -> 0.5" in err and "--out" in err
     assert main(["run", "convex_sanity", *QUICK, "--out", out]) == 0  # the same settings: skipped, fine
+    how = ["--set", "probe.compile_reductions=true"]  # how the columns are computed, not what: no change
+    assert main(["run", "convex_sanity", *QUICK, "--out", out, *how]) == 0
 
 
 def test_from_reproduces_into_runs_reproduced_by_default(tmp_path, monkeypatch):

@@ -44,13 +44,14 @@ from optprobe.locks import LOCK_NAME, run_dir_lock
 from optprobe.metrics.base import PeriodicMetric
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe
+from optprobe.probe_config import HOW_ONLY
 from optprobe.runinfo import as_stored, read_run_info, update_run_info
 from optprobe.sinks import Sink
 from optprobe.sinks.table import LOG_NAME, read_table
 
 CHECKPOINT = "checkpoint.pt"
 #: Settings that do not change a run's results: changing them on a run directory is not a new configuration.
-_NOT_RESULTS = ("keep_checkpoint",)
+_NOT_RESULTS = ("keep_checkpoint", *(f"probe.{key}" for key in HOW_ONLY))
 #: RunConfig's fields that are tables of typed settings (dataclasses), compared setting by setting.
 _SETTINGS_TABLES = tuple(
     name for name, tp in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(tp)
