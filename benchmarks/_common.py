@@ -119,8 +119,11 @@ def reset_peak_memory(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         return
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets this process's peak resident set size (Linux ≥ 4.0)
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets this process's peak resident set size (Linux ≥ 4.0)
+    except OSError as error:
+        print(f"peak RSS not reset ({error}): it includes the warm-up", file=sys.stderr)
 
 
 def peak_memory(device: str) -> float:

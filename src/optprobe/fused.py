@@ -9,7 +9,9 @@ in float64, so each column of a float32 tensor is the float64 reduction of the s
 
 Each set of columns gets a function (and so a code object) of its own, made once in a process:
 torch.compile caches compiled code per code object, and a shared one would recompile whenever the
-columns change.
+columns change. Tensors are passed flat, so one graph serves every shape; each further dtype or device
+compiles once more, up to torch's recompile limit (8 per function: ``torch._dynamo.config``), beyond
+which torch runs the function eagerly, with float64 temporaries the size of each tensor.
 """
 
 from __future__ import annotations

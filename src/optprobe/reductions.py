@@ -148,16 +148,19 @@ class Workspace:
         from optprobe.fused import fused_kernel  # imports torch's compiler: only when asked for
 
         kernel, kernel_sources = fused_kernel(*columns)
+        # flat and detached (no view's base for torch.compile to guard on): one compiled graph for any shape
+        tensors = [sources[s][name].reshape(-1).detach() for s in kernel_sources]
         try:
             with torch.no_grad():
-                # flat and detached (no view's base for torch.compile to guard on): one compiled graph
-                # for tensors of any shape
-                return kernel(*(sources[s][name].reshape(-1).detach() for s in kernel_sources))[None]
+                return kernel(*tensors)[None]
         except Exception as error:  # a missing compiler, an unsupported device: measure eagerly instead
             self.compiled = False
             if self._warn is not None:
-                self._warn(f"compile_reductions: torch.compile failed ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''}); using the eager reductions")
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                self._warn(
+                    f"compile_reductions: torch.compile failed ({type(error).__name__}: {first_line}); using "
+                    "the eager reductions"
+                )
             return None
 
     @staticmethod
@@ -184,8 +187,6 @@ class Workspace:
         return self._indices[key]
 
 
-
-
 class Reduction:
     """Per-layer ⟨a, b⟩ for ``dots``, ‖a‖₁ for ``l1`` and ‖a‖∞ for ``linf``, a group of elements at a time.
 
@@ -193,7 +194,9 @@ class Reduction:
     added in any order, each with its sources, so a gradient can be reduced the moment backward
     produces it. A tensor of at least a chunk is reduced at once, chunk by chunk; smaller ones are held
     (with their sources) until they fill a chunk and are then reduced together, differences built for
-    all of them by one multi-tensor kernel. Differences (and vectors of a dtype narrower than float32)
+    all of them by one multi-tensor kernel. With a compiled workspace (``compile_reductions``), each
+    tensor of at least an eighth of a chunk is reduced by one compiled kernel instead, in float64
+    (:mod:`optprobe.fused`). Differences (and vectors of a dtype narrower than float32)
     are built in a small cache-resident buffer, every other vector is read in place; each inner product
     or norm of a chunk or small tensor is accumulated in its dtype (float32 at least), the pieces' sums in
     float64. Nothing parameter-sized is allocated (held gradients are at most a chunk: 512 KiB of float32

@@ -175,7 +175,9 @@ class PeriodicMetric(ABC):
 
     def reads_full_grad(self) -> bool:
         """Whether the metric reads ∇F(x_t) over the Probe's ``eval_loader`` and seed: the Probe then
-        calls :meth:`compute_shared` with the pass it shares with the step's other consumers of ∇F."""
+        calls :meth:`compute_shared` with the pass it shares with the step's other consumers of ∇F. A
+        metric that says True must take ∇F from that pass (override :meth:`compute_shared`): the pass
+        counts its consumers and lets go of ∇F after the last."""
         return False
 
     def compute_shared(
