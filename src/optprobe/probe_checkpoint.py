@@ -12,7 +12,7 @@ from torch import Tensor
 from optprobe.errors import OptprobeError
 from optprobe.metrics.base import TrajectoryMetric
 from optprobe.probe_config import HOW_ONLY, ProbeConfig
-from optprobe.runinfo import as_stored
+from optprobe.runinfo import as_stored, changed_settings
 from optprobe.sharding import local
 
 VERSION = 1  # the "version" a state_dict records
@@ -21,10 +21,9 @@ VERSION = 1  # the "version" a state_dict records
 def identity(
     config: ProbeConfig, metrics: Sequence[TrajectoryMetric], reference: bool, names: Sequence[str]
 ) -> dict[str, Any]:
-    """The settings a checkpoint records and a Probe must share to load it, in the state_dict's order
-    (the config without the settings a resumed run may switch, :data:`~optprobe.probe_config.HOW_ONLY`)."""
+    """The settings a checkpoint records and a Probe must share to load it, in the state_dict's order."""
     return {
-        "config": {key: value for key, value in asdict(config).items() if key not in HOW_ONLY},
+        "config": asdict(config),
         "metric_classes": [type(m).__name__ for m in metrics],
         "reference": reference,
         "names": list(names),
@@ -34,12 +33,16 @@ def identity(
 def check_fits(
     state: Mapping[str, Any], ours: Mapping[str, Any], params: Mapping[str, Tensor], n_metrics: int
 ) -> None:
-    """Refuse a checkpoint whose Probe had another :func:`identity` (``ours``), shapes or metric count; of
-    the config, the settings the checkpoint records (one newer than it, or switchable, is no change)."""
-    for what, value in ((what, state.get(what)) for what in ours):
-        if what == "config" and value is not None:
-            value = {key: v for key, v in value.items() if key not in HOW_ONLY}
-            ours = {**ours, "config": {key: v for key, v in ours["config"].items() if key in value}}
+    """Refuse a checkpoint whose Probe had another :func:`identity` (``ours``), shapes or metric count; the
+    config setting by setting (:func:`~optprobe.runinfo.changed_settings`: one newer than the checkpoint,
+    or one a resumed run may switch, :data:`~optprobe.probe_config.HOW_ONLY`, is no change)."""
+    changed = changed_settings(state.get("config") or {}, ours["config"], HOW_ONLY)
+    if changed:
+        raise OptprobeError(
+            f"the checkpoint's Probe had another config ({'; '.join(changed)}); build the Probe with the "
+            "same config, reference and model as the saved run"
+        )
+    for what, value in ((what, state.get(what)) for what in ours if what != "config"):
         if value is not None and as_stored(value) != as_stored(ours[what]):
             raise OptprobeError(
                 f"the checkpoint's Probe had another {what} ({value!r}, this one: {ours[what]!r}); "

@@ -9,7 +9,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,19 @@ def as_stored(value: Any) -> Any:
     """``value`` as run.json (or a checkpoint's JSON-like config) gives it back: tuples become lists,
     non-finite floats None, other objects their ``str``; compare settings in this form."""
     return json.loads(json.dumps(finite_or_null(value), default=str, allow_nan=False))
+
+
+def changed_settings(
+    recorded: Mapping[str, Any], wanted: Mapping[str, Any], ignore: Iterable[str] = ()
+) -> list[str]:
+    """"key: old -> new" for each setting of ``wanted`` that ``recorded`` holds with another value, compared
+    as stored; a setting newer than the record is no change, nor is one named in ``ignore``."""
+    recorded, wanted, ignore = as_stored(dict(recorded)), as_stored(dict(wanted)), set(ignore)
+    return [
+        f"{key}: {recorded[key]!r} -> {wanted[key]!r}"
+        for key in wanted
+        if key in recorded and recorded[key] != wanted[key] and key not in ignore
+    ]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -45,7 +45,7 @@ from optprobe.metrics.base import PeriodicMetric
 from optprobe.optim import build_optimizer, rotate_model
 from optprobe.probe import Probe
 from optprobe.probe_config import HOW_ONLY
-from optprobe.runinfo import as_stored, read_run_info, update_run_info
+from optprobe.runinfo import as_stored, changed_settings, read_run_info, update_run_info
 from optprobe.sinks import Sink
 from optprobe.sinks.table import LOG_NAME, read_table
 
@@ -359,13 +359,7 @@ def _check_same_config(recorded: dict[str, Any] | None, wanted: dict[str, Any], 
     """Refuse to skip or resume a run directory that was made with another configuration."""
     if recorded is None:
         return
-    recorded, wanted = _flat(as_stored(recorded)), _flat(as_stored(wanted))
-    changed = [
-        f"{key}: {recorded.get(key)!r} -> {wanted[key]!r}"
-        for key in wanted
-        if key in recorded and recorded[key] != wanted[key]  # a setting newer than the run is not a change
-        and key not in _NOT_RESULTS
-    ]
+    changed = changed_settings(_flat(as_stored(recorded)), _flat(as_stored(wanted)), _NOT_RESULTS)
     if changed:
         more = "; …" if len(changed) > 4 else ""
         raise OptprobeError(
