@@ -37,7 +37,7 @@ def fused_kernel(
     source = kernel_source(dots, l1, linf)
     namespace: dict[str, object] = {"torch": torch, "_wide": _wide}
     exec(compile(source, f"<optprobe fused reduction {dots} {l1} {linf}>", "exec"), namespace)  # noqa: S102
-    sources = tuple(sorted({s for v in _vectors(dots, l1, linf) for s in VECTORS[v].sources}))
+    sources = tuple(_sources(_vectors(dots, l1, linf)))
     return torch.compile(namespace["fused_reduction"], dynamic=True, fullgraph=True), sources  # type: ignore[arg-type]
 
 
@@ -50,8 +50,7 @@ def kernel_source(dots: Sequence[tuple[str, str]], l1: Sequence[str], linf: Sequ
             return torch.stack([(v_dg_prev * v_dg_prev).sum(), ..., v_g.abs().amax()])
     """
     vectors = _vectors(dots, l1, linf)
-    sources = sorted({s for v in vectors for s in VECTORS[v].sources})
-    lines = [f"def fused_reduction({', '.join(sources)}):"]
+    lines = [f"def fused_reduction({', '.join(_sources(vectors))}):"]
     for v in vectors:
         first, *rest = VECTORS[v].sources
         built = f"_wide({first}) - _wide({rest[0]})" if rest else f"_wide({first})"
@@ -64,6 +63,11 @@ def kernel_source(dots: Sequence[tuple[str, str]], l1: Sequence[str], linf: Sequ
 
 def _vectors(dots: Sequence[tuple[str, str]], l1: Sequence[str], linf: Sequence[str]) -> list[str]:
     return sorted({v for pair in dots for v in pair} | set(l1) | set(linf))
+
+
+def _sources(vectors: Sequence[str]) -> list[str]:
+    """The sources the vectors are built from, sorted: the kernel's parameters, in order."""
+    return sorted({s for v in vectors for s in VECTORS[v].sources})
 
 
 def _wide(tensor: Tensor) -> Tensor:

@@ -220,6 +220,7 @@ class Reduction:
         self.l1 = sorted(v for v in l1 if available(v, sources))
         self.linf = sorted(v for v in linf if available(v, sources))
         self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
+        self.columns: Columns = (tuple(self.dots), tuple(self.l1), tuple(self.linf))
         self.workspace = workspace or Workspace()
         self.over_ranks = over_ranks
         self._held: list[tuple[str, Parts]] = []  # small tensors not reduced yet
@@ -235,7 +236,7 @@ class Reduction:
         first = parts[self.vectors[0]][0]
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
         if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
-            row = self.workspace.fused((tuple(self.dots), tuple(self.l1), tuple(self.linf)), name, sources)
+            row = self.workspace.fused(self.columns, name, sources)
             if row is not None:
                 self._pieces.append(row)
                 self._owners.append(name)
@@ -269,7 +270,7 @@ class Reduction:
         self._flush()
         unique_layers = list(dict.fromkeys(layers))
         layer_of_name = {name: unique_layers.index(layer) for name, layer in zip(names, layers, strict=True)}
-        pieces = torch.cat([p.double() for p in self._pieces]).T.contiguous()  # (columns, pieces)
+        pieces = torch.cat(self._pieces).double().T.contiguous()  # (columns, pieces); cat promotes dtypes
         owner = self.workspace.index([layer_of_name[n] for n in self._owners], pieces.device)
         owner = owner[None].expand_as(pieces)
         n_sums = len(self.dots) + len(self.l1)
