@@ -79,5 +79,4 @@ class Reduction(library.Reduction):
         norms = [l1[v] for v in self.l1] + [linf[v] for v in self.linf]
         if norms:
             results.append(torch.stack(norms).to(gram.dtype))
-        self._pieces.append(torch.cat(results)[None])
-        self._owners.append(name)
+        self._keep_row(name, torch.cat(results))

@@ -139,12 +139,13 @@ class Workspace:
     def __init__(self, compiled: bool = False, warn: Callable[[str], None] | None = None) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         self._indices: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+        self.targets: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}  # Reduction.gathered, per layout
         self.compiled = compiled
         self._warn = warn
 
     def fused(self, columns: Columns, name: str, sources: Sources) -> Tensor | None:
-        """The columns of tensor ``name`` (read from ``sources``) by their compiled kernel, as a
-        (1, columns) row; None (use the eager reduction) when compiling has failed."""
+        """The columns of tensor ``name`` (read from ``sources``) by their compiled kernel, in column order;
+        None (use the eager reduction) when compiling has failed."""
         from optprobe.fused import fused_kernel  # imports torch's compiler: only when asked for
 
         kernel, kernel_sources = fused_kernel(*columns)
@@ -152,7 +153,7 @@ class Workspace:
         tensors = [sources[s][name].reshape(-1).detach() for s in kernel_sources]
         try:
             with torch.no_grad():
-                return kernel(*tensors)[None]
+                return kernel(*tensors)
         except Exception as error:  # a missing compiler, an unsupported device: measure eagerly instead
             self.compiled = False
             if self._warn is not None:
@@ -221,12 +222,17 @@ class Reduction:
         self.linf = sorted(v for v in linf if available(v, sources))
         self.vectors = sorted({v for pair in self.dots for v in pair} | set(self.l1) | set(self.linf))
         self.columns: Columns = (tuple(self.dots), tuple(self.l1), tuple(self.linf))
+        self._n_sums = len(self.dots) + len(self.l1)  # columns summed per layer; the ℓ∞ ones are maxima
+        self._n_columns = self._n_sums + len(self.linf)
         self.workspace = workspace or Workspace()
         self.over_ranks = over_ranks
+        self._normed = sorted(set(self.l1) | set(self.linf))
         self._held: list[tuple[str, Parts]] = []  # small tensors not reduced yet
         self._held_numel = 0
-        self._pieces: list[Tensor] = []  # per group: one row of results per piece (tensor or chunk)
-        self._owners: list[str] = []  # the tensor of each piece
+        self._values: list[Tensor] = []  # 0-d results of pieces (tensors or chunks), stacked once
+        self._slots: list[tuple[int, str]] = []  # (column, tensor) of each value
+        self._rows: list[Tensor] = []  # every column of one tensor at once (compiled kernels)
+        self._row_owners: list[str] = []  # the tensor of each row
 
     def add(self, name: str, sources: Sources) -> None:
         """Reduce parameter tensor ``name``, reading ``sources[source][name]``."""
@@ -238,8 +244,7 @@ class Reduction:
         if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
             row = self.workspace.fused(self.columns, name, sources)
             if row is not None:
-                self._pieces.append(row)
-                self._owners.append(name)
+                self._keep_row(name, row)
                 return
         if numel < chunk:  # held: a group shares one dtype and device, and fits in a chunk
             other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
@@ -268,21 +273,39 @@ class Reduction:
         if not self.vectors:
             return None
         self._flush()
-        unique_layers = list(dict.fromkeys(layers))
-        layer_of_name = {name: unique_layers.index(layer) for name, layer in zip(names, layers, strict=True)}
-        pieces = torch.cat(self._pieces).double().T.contiguous()  # (columns, pieces); cat promotes dtypes
-        owner = self.workspace.index([layer_of_name[n] for n in self._owners], pieces.device)
-        owner = owner[None].expand_as(pieces)
-        n_sums = len(self.dots) + len(self.l1)
-        shape = (pieces.shape[0], len(unique_layers))
-        # torch's sum and amax propagate NaN (Python's max(0.0, nan) would drop it)
-        sums = pieces.new_zeros(shape).scatter_reduce(1, owner, pieces, "sum", include_self=False)
-        maxima = pieces.new_zeros(shape).scatter_reduce(1, owner, pieces, "amax", include_self=False)
-        per_layer = torch.cat([sums[:n_sums], maxima[n_sums:]])
+        n_layers, n_sums, n_columns = len(dict.fromkeys(layers)), self._n_sums, self._n_columns
+        parts = ([torch.stack(self._values)] if self._values else []) + self._rows
+        values = torch.cat(parts).double()  # stack and cat promote dtypes
+        sum_at, max_at = self._targets(names, layers, values.device)
+        # one scatter per kind (the other kind's values go to a last, unread slot); torch's sum and amax
+        # propagate NaN (Python's max(0.0, nan) would drop it)
+        slots = values.new_zeros(n_columns * n_layers + 1)
+        sums = slots.scatter_reduce(0, sum_at, values, "sum", include_self=False)
+        maxima = slots.scatter_reduce(0, max_at, values, "amax", include_self=False)
+        split = n_sums * n_layers
+        per_layer = torch.cat([sums[:split], maxima[split:-1]]).view(n_columns, n_layers)
         if self.over_ranks is not None:  # sharded tensors: the totals of every rank's partial results
             per_layer = self.over_ranks(per_layer.T, n_sums).T
         totals = torch.cat([per_layer[:n_sums].sum(1), per_layer[n_sums:].amax(1)])
         return torch.cat([per_layer, totals[:, None]], 1)
+
+    def _targets(self, names: list[str], layers: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Where each held value goes in the flat (columns × layers) table: as a sum, as a maximum (a
+        value of the other kind goes to the table's last, unread slot). Made once per layout."""
+        n_sums, n_columns = self._n_sums, self._n_columns  # two layouts may differ only in n_sums
+        key = (n_sums, tuple(self._slots), tuple(self._row_owners), tuple(names), tuple(layers), device)
+        if key not in self.workspace.targets:
+            position = {layer: i for i, layer in enumerate(dict.fromkeys(layers))}
+            layer_of_name = {name: position[layer] for name, layer in zip(names, layers, strict=True)}
+            n_layers = len(position)
+            slots = self._slots + [(c, name) for name in self._row_owners for c in range(n_columns)]
+            at = [column * n_layers + layer_of_name[name] for column, name in slots]
+            unread = n_columns * n_layers
+            sum_at = [a if column < n_sums else unread for a, (column, _) in zip(at, slots, strict=True)]
+            max_at = [unread if column < n_sums else a for a, (column, _) in zip(at, slots, strict=True)]
+            index = torch.tensor(sum_at + max_at, dtype=torch.long, device=device)
+            self.workspace.targets[key] = (index[: len(slots)], index[len(slots) :])
+        return self.workspace.targets[key]
 
     def unpack(self, values: list[list[float]]) -> Reduced:
         """:meth:`gathered`'s table, copied to the host as lists, as (dots, ℓ1 norms, ℓ∞ norms)."""
@@ -303,26 +326,23 @@ class Reduction:
             self._held, self._held_numel = [], 0
 
     def _reduce_group(self, group: list[tuple[str, Parts]]) -> None:
-        """Append [⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of each piece of ``group``."""
+        """Hold [⟨a, b⟩ per pair, ‖a‖₁ per l1 vector, ‖a‖∞ per linf vector] of each piece of ``group``."""
         first = group[0][1][self.vectors[0]][0]
         dtype = torch.promote_types(first.dtype, torch.float32)
         sizes = [parts[self.vectors[0]][0].numel() for _, parts in group]
         built = [v for v in self.vectors if len(group[0][1][v]) > 1 or group[0][1][v][0].dtype != dtype]
-        normed = sorted(set(self.l1) | set(self.linf))
         width = sum(_aligned(size) for size in sizes)
-        buffer = self.workspace.rows(len(built) + bool(normed), width, dtype, first.device)
+        rows = self.workspace.rows(len(built) + bool(self._normed), width, dtype, first.device).unbind()
         vectors = {v: [parts[v][0] for _, parts in group] for v in self.vectors}
-        for v, row in zip(built, buffer, strict=False):
+        for v, row in zip(built, rows, strict=False):
             vectors[v] = _built(row, sizes, [parts[v] for _, parts in group])
-        results: list[Tensor] = []
-        l1: dict[str, list[Tensor]] = {}
-        linf: dict[str, list[Tensor]] = {}
-        for a, b in self.dots:
-            results += [torch.dot(x, y) for x, y in zip(vectors[a], vectors[b], strict=True)]
-        for v in normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
-            flat = buffer[-1]
+        names = [name for name, _ in group]
+        for column, (a, b) in enumerate(self.dots):
+            self._keep(column, names, [torch.dot(x, y) for x, y in zip(vectors[a], vectors[b], strict=True)])
+        for v in self._normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
+            flat = rows[-1]
             if v in built:  # the row and flat have the same (aligned) length
-                torch.abs(buffer[built.index(v)], out=flat)
+                torch.abs(rows[built.index(v)], out=flat)
             elif len(group) == 1:  # out= of the piece's own size: torch deprecates resizing a non-empty out
                 torch.abs(vectors[v][0], out=flat[: sizes[0]])
             else:
@@ -330,12 +350,20 @@ class Reduction:
                 flat.abs_()
             magnitude = _views(flat, sizes)
             if v in self.l1:
-                l1[v] = [m.sum() for m in magnitude]
+                self._keep(len(self.dots) + self.l1.index(v), names, [m.sum() for m in magnitude])
             if v in self.linf:
-                linf[v] = [m.amax() if m.numel() else m.new_zeros(()) for m in magnitude]
-        results += [r for v in self.l1 for r in l1[v]] + [r for v in self.linf for r in linf[v]]
-        self._pieces.append(torch.stack(results).view(-1, len(group)).T)
-        self._owners += [name for name, _ in group]
+                maxima = [m.amax() if m.numel() else m.new_zeros(()) for m in magnitude]
+                self._keep(self._n_sums + self.linf.index(v), names, maxima)
+
+    def _keep(self, column: int, names: list[str], values: list[Tensor]) -> None:
+        """Hold column ``column``'s values (0-d tensors) of tensors (or chunks of tensors) ``names``."""
+        self._values += values
+        self._slots += [(column, name) for name in names]
+
+    def _keep_row(self, name: str, row: Tensor) -> None:
+        """Hold every column of tensor ``name`` at once: ``row`` holds them in column order."""
+        self._rows.append(row)
+        self._row_owners.append(name)
 
 
 def _aligned(numel: int) -> int:

@@ -111,3 +111,24 @@ def test_a_norm_of_a_lone_piece_resizes_no_output(numel):
         _, l1, linf = reduction.result(["w"], ["w"])
     assert l1["g"].total == pytest.approx(float(g["w"].abs().sum()), rel=1e-12)
     assert linf["g"].total == float(g["w"].abs().max())
+
+
+def test_reductions_sharing_a_workspace_keep_their_own_sums_and_maxima():
+    """Two reductions of the same tensors with as many columns, split differently between sums and maxima
+    (a pass at x_(t-1) and one at x*, say), each gather their own table from one Workspace."""
+    sources = _sources(torch.float32)
+    names = list(SHAPES)
+    layers = [layer_of(n) for n in names]
+    workspace = Workspace()
+    tables = []
+    for dots, linf in (({("g", "g"), ("x", "x")}, {"g"}), ({("g", "g")}, {"g", "x"})):
+        reduction = Reduction(sources, dots, set(), linf, workspace=workspace)
+        reduction.add_all(names, sources)
+        tables.append(reduction.result(names, layers))
+    (dots_a, _, linf_a), (dots_b, _, linf_b) = tables
+    for name_index, layer in enumerate(["a", "b"]):
+        members = [n for n in names if layer_of(n) == layer]
+        assert linf_b["x"].per_layer[name_index] == max(float(sources["x"][n].abs().max()) for n in members)
+        exact = sum(float(sources["x"][n].double().square().sum()) for n in members)
+        assert dots_a[("x", "x")].per_layer[name_index] == pytest.approx(exact, rel=1e-5)
+    assert linf_a["g"].total == linf_b["g"].total
