@@ -227,6 +227,7 @@ class Reduction:
         self.workspace = workspace or Workspace()
         self.over_ranks = over_ranks
         self._normed = sorted(set(self.l1) | set(self.linf))
+        self._sources = sorted({s for v in self.vectors for s in VECTORS[v].sources})
         self._held: list[tuple[str, Parts]] = []  # small tensors not reduced yet
         self._held_numel = 0
         self._values: list[Tensor] = []  # 0-d results of pieces (tensors or chunks), stacked once
@@ -253,9 +254,7 @@ class Reduction:
             self._held.append((name, parts))
             self._held_numel += _aligned(numel)
             return
-        for start in range(0, numel, chunk):
-            piece = {v: [p[start : start + chunk] for p in ps] for v, ps in parts.items()}
-            self._reduce_group([(name, piece)])
+        self._reduce_large(name, {s: sources[s][name].reshape(-1) for s in self._sources}, chunk)
 
     def add_all(self, names: list[str], sources: Sources) -> None:
         """Reduce every tensor of ``names`` (all sources at hand: no gradient is streamed)."""
@@ -336,14 +335,42 @@ class Reduction:
         vectors = {v: [parts[v][0] for _, parts in group] for v in self.vectors}
         for v, row in zip(built, rows, strict=False):
             vectors[v] = _built(row, sizes, [parts[v] for _, parts in group])
-        names = [name for name, _ in group]
+        names, flat = [name for name, _ in group], rows[-1] if self._normed else None
+        self._hold_columns(names, vectors, sizes, flat, dict(zip(built, rows, strict=False)))
+
+    def _reduce_large(self, name: str, sources: dict[str, Tensor], chunk: int) -> None:
+        """Hold the columns of each chunk of tensor ``name`` (flat ``sources``, at least a chunk long).
+
+        Which vectors are built, and in which row of the workspace, is decided once for the tensor; each
+        source is sliced once per chunk and every difference is one kernel.
+        """
+        first = sources[self._sources[0]]
+        dtype = torch.promote_types(first.dtype, torch.float32)
+        built = [v for v in self.vectors if len(VECTORS[v].sources) > 1 or _read(sources, v).dtype != dtype]
+        rows = self.workspace.rows(len(built) + bool(self._normed), chunk, dtype, first.device).unbind()
+        numel = first.numel()
+        for start in range(0, numel, chunk):
+            size = min(chunk, numel - start)
+            piece = {s: tensor[start : start + size] for s, tensor in sources.items()}
+            vectors = {v: [_read(piece, v)] for v in self.vectors}
+            for v, row in zip(built, rows, strict=False):
+                vectors[v] = [_difference(row[:size], *(piece[s] for s in VECTORS[v].sources))]
+            self._hold_columns([name], vectors, [size], rows[-1] if self._normed else None, {})
+
+    def _hold_columns(
+        self, names: list[str], vectors: dict[str, list[Tensor]], sizes: list[int], flat: Tensor | None,
+        row_of: dict[str, Tensor],
+    ) -> None:  # fmt: skip
+        """Hold the columns of pieces ``names`` (of ``sizes``; ``vectors[v]``: one piece per name), |a| taken
+        in the spare row ``flat`` (None without norms); ``row_of``: the aligned row of a built vector."""
         for column, (a, b) in enumerate(self.dots):
             self._keep(column, names, [torch.dot(x, y) for x, y in zip(vectors[a], vectors[b], strict=True)])
+        if flat is None:  # no norms, no spare row
+            return
         for v in self._normed:  # |a| once, then its sum and max (vector_norm is 3-10x slower on CPU)
-            flat = rows[-1]
-            if v in built:  # the row and flat have the same (aligned) length
-                torch.abs(rows[built.index(v)], out=flat)
-            elif len(group) == 1:  # out= of the piece's own size: torch deprecates resizing a non-empty out
+            if v in row_of:  # the row and flat have the same (aligned) length
+                torch.abs(row_of[v], out=flat)
+            elif len(names) == 1:  # out= of the piece's own size: torch deprecates resizing a non-empty out
                 torch.abs(vectors[v][0], out=flat[: sizes[0]])
             else:
                 torch._foreach_copy_(_views(flat, sizes), vectors[v])
@@ -385,18 +412,26 @@ def _kind(parts: Parts) -> list[tuple[torch.dtype, torch.device]]:
     return [(p.dtype, p.device) for pieces in parts.values() for p in pieces]
 
 
+def _read(sources: Mapping[str, Tensor], vector: str) -> Tensor:
+    """The first source ``vector`` is built from (its dtype decides whether it is read in place)."""
+    return sources[VECTORS[vector].sources[0]]
+
+
+def _difference(row: Tensor, first: Tensor, second: Tensor | None = None) -> Tensor:
+    """``row`` ← ``first`` (− ``second``) in ``row``'s dtype (a difference of bfloat16 tensors in float32)."""
+    if second is not None and first.dtype == row.dtype:
+        return torch.sub(first, second, out=row)  # one kernel
+    row.copy_(first)
+    return row if second is None else row.sub_(second)
+
+
 def _built(row: Tensor, sizes: list[int], sources: list[list[Tensor]]) -> list[Tensor]:
     """Pieces ``sources[i][0]`` (− ``sources[i][1]``) written into consecutive views of ``row``, widened to
     its dtype first (a difference of bfloat16 tensors is taken in float32); multi-tensor kernels."""
     views = _views(row, sizes)
-    firsts = [s[0] for s in sources]
-    if len(views) == 1 and len(sources[0]) > 1 and firsts[0].dtype == row.dtype:
-        torch.sub(firsts[0], sources[0][1], out=views[0])  # one kernel for a chunk of a large tensor
-        return views
     if len(views) == 1:
-        views[0].copy_(firsts[0])
-    else:
-        torch._foreach_copy_(views, firsts)
+        return [_difference(views[0], *sources[0])]
+    torch._foreach_copy_(views, [s[0] for s in sources])
     if len(sources[0]) > 1:
         torch._foreach_sub_(views, [s[1] for s in sources])
     return views
