@@ -239,22 +239,23 @@ class Reduction:
         """Reduce parameter tensor ``name``, reading ``sources[source][name]``."""
         if not self.vectors:
             return
-        parts = {v: [sources[s][name].reshape(-1) for s in VECTORS[v].sources] for v in self.vectors}
-        first = parts[self.vectors[0]][0]
+        flat = {s: sources[s][name].reshape(-1) for s in self._sources}
+        first = flat[self._sources[0]]
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
         if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
             row = self.workspace.fused(self.columns, name, sources)
             if row is not None:
                 self._keep_row(name, row)
                 return
-        if numel < chunk:  # held: a group shares one dtype and device, and fits in a chunk
-            other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
-            if self._held_numel + _aligned(numel) > chunk or other_kind:
-                self._flush()
-            self._held.append((name, parts))
-            self._held_numel += _aligned(numel)
+        if numel >= chunk:
+            self._reduce_large(name, flat, chunk)
             return
-        self._reduce_large(name, {s: sources[s][name].reshape(-1) for s in self._sources}, chunk)
+        parts = {v: [flat[s] for s in VECTORS[v].sources] for v in self.vectors}
+        other_kind = bool(self._held) and _kind(self._held[-1][1]) != _kind(parts)
+        if self._held_numel + _aligned(numel) > chunk or other_kind:  # a group: one dtype and device, a chunk
+            self._flush()
+        self._held.append((name, parts))
+        self._held_numel += _aligned(numel)
 
     def add_all(self, names: list[str], sources: Sources) -> None:
         """Reduce every tensor of ``names`` (all sources at hand: no gradient is streamed)."""
