@@ -343,7 +343,7 @@ class Reduction:
         """Hold the columns of each chunk of tensor ``name`` (flat ``sources``, at least a chunk long).
 
         Which vectors are built, and in which row of the workspace, is decided once for the tensor; each
-        source is sliced once per chunk and every difference is one kernel.
+        source is sliced once per chunk (a difference of sources in the row's dtype: one kernel).
         """
         first = sources[self._sources[0]]
         dtype = torch.promote_types(first.dtype, torch.float32)
