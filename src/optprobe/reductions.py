@@ -116,6 +116,7 @@ Reduced = tuple[dict[tuple[str, str], LayerSums], dict[str, LayerSums], dict[str
 _CHUNK_CPU = 1 << 17  # rows of 512 KiB: cache-resident, and a workspace of a few MiB
 _CHUNK_CUDA = 1 << 22
 _COMPILED_FROM = 8  # compiled kernels reduce tensors of at least chunk / 8 entries, one call each
+COMPILED_BLOCK = 4096  # compiled kernels sum rows of this many entries in float32 (at least), rows in float64
 
 
 def layer_of(name: str) -> str:
@@ -143,14 +144,13 @@ class Workspace:
         self.compiled = compiled
         self._warn = warn
 
-    def fused(self, columns: Columns, name: str, sources: Sources) -> Tensor | None:
-        """The columns of tensor ``name`` (read from ``sources``) by their compiled kernel, in column order;
-        None (use the eager reduction) when compiling has failed."""
+    def fused(self, columns: Columns, blocks: Mapping[str, Tensor]) -> Tensor | None:
+        """The columns of one tensor's ``blocks`` (per source, (blocks, :data:`COMPILED_BLOCK`)) by
+        their compiled kernel, in column order; None (use the eager reduction) when compiling has failed."""
         from optprobe.fused import fused_kernel  # imports torch's compiler: only when asked for
 
         kernel, kernel_sources = fused_kernel(*columns)
-        # flat and detached (no view's base for torch.compile to guard on): one compiled graph for any shape
-        tensors = [sources[s][name].reshape(-1).detach() for s in kernel_sources]
+        tensors = [blocks[s].detach() for s in kernel_sources]  # one compiled graph for any number of blocks
         try:
             with torch.no_grad():
                 return kernel(*tensors)
@@ -196,13 +196,14 @@ class Reduction:
     produces it. A tensor of at least a chunk is reduced at once, chunk by chunk; smaller ones are held
     (with their sources) until they fill a chunk and are then reduced together, differences built for
     all of them by one multi-tensor kernel. With a compiled workspace (``compile_reductions``), each
-    tensor of at least an eighth of a chunk is reduced by one compiled kernel instead, in float64
-    (:mod:`optprobe.fused`). Differences (and vectors of a dtype narrower than float32)
-    are built in a small cache-resident buffer, every other vector is read in place; each inner product
-    or norm of a chunk or small tensor is accumulated in its dtype (float32 at least), the pieces' sums in
-    float64. Nothing parameter-sized is allocated (held gradients are at most a chunk: 512 KiB of float32
-    on a CPU, 16 MiB on a GPU). With sharded tensors, ``over_ranks`` turns the per-rank partial sums and
-    maxima into totals (one collective per point).
+    tensor of at least an eighth of a chunk is reduced by one compiled kernel instead, blocks of 4096
+    entries summed as a chunk is here, the blocks' sums in float64 (:mod:`optprobe.fused`; the entries
+    after the last whole block are held as a small tensor). Differences (and vectors of a dtype narrower
+    than float32) are built in a small cache-resident buffer, every other vector is read in place; each
+    inner product or norm of a chunk or small tensor is accumulated in its dtype (float32 at least), the
+    pieces' sums in float64. Nothing parameter-sized is allocated (held gradients are at most a chunk:
+    512 KiB of float32 on a CPU, 16 MiB on a GPU). With sharded tensors, ``over_ranks`` turns the per-rank
+    partial sums and maxima into totals (one collective per point).
     """
 
     def __init__(
@@ -243,10 +244,15 @@ class Reduction:
         first = flat[self._sources[0]]
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
         if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
-            row = self.workspace.fused(self.columns, name, sources)
+            whole = numel - numel % COMPILED_BLOCK
+            blocks = {s: t[:whole].view(-1, COMPILED_BLOCK) for s, t in flat.items()}
+            row = self.workspace.fused(self.columns, blocks)
             if row is not None:
                 self._keep_row(name, row)
-                return
+                if whole == numel:
+                    return
+                flat = {s: t[whole:] for s, t in flat.items()}  # the last, partial block: reduced eagerly
+                numel -= whole
         if numel >= chunk:
             self._reduce_large(name, flat, chunk)
             return

@@ -42,10 +42,13 @@ def _reduce(sources, workspace: Workspace):
     return reduction.result(NAMES, [layer_of(n) for n in NAMES])
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_compiled_sums_are_float64_sums_of_the_same_vectors(dtype):
-    """The large tensor's columns are float64 sums: 1e-12 of the exact sums of the vectors the eager path
-    builds, in every dtype (the eager path, summing float32 in float32, is ~1e-7 off)."""
+@pytest.mark.parametrize(
+    ("dtype", "rel"), [(torch.float64, 1e-12), (torch.float32, 1e-6), (torch.bfloat16, 1e-6)]
+)
+def test_compiled_sums_are_block_sums_of_the_same_vectors(dtype, rel):
+    """The large tensor's columns are sums of the vectors the eager path builds, taken in the vectors' dtype
+    over blocks of 4096 entries, the blocks' sums in float64: 1e-12 of the exact sums for float64, float32
+    accuracy (~1e-7, as the eager path) otherwise; a.weight's 210000 entries end in a partial block."""
     sources = _sources(dtype)
     dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True))
     n = "a.weight"  # layer a holds a.weight (compiled) and a.bias (eager, float32 sums: its own tolerance)
@@ -53,26 +56,37 @@ def test_compiled_sums_are_float64_sums_of_the_same_vectors(dtype):
         exact = float(_vector(sources, a, n, dtype) @ _vector(sources, b, n, dtype))
         bias = float(_vector(sources, a, "a.bias", dtype) @ _vector(sources, b, "a.bias", dtype))
         bias_tol = 0 if dtype == torch.float64 else 1e-6 * abs(bias) + 1e-6
-        assert dot_sums[(a, b)].per_layer[0] == pytest.approx(exact + bias, rel=1e-12, abs=bias_tol)
+        assert dot_sums[(a, b)].per_layer[0] == pytest.approx(exact + bias, rel=rel, abs=bias_tol)
     exact_l1 = float(_vector(sources, "dx_prev", n, dtype).abs().sum())
     bias_l1 = float(_vector(sources, "dx_prev", "a.bias", dtype).abs().sum())
-    assert l1["dx_prev"].per_layer[0] == pytest.approx(exact_l1 + bias_l1, rel=1e-9)
+    assert l1["dx_prev"].per_layer[0] == pytest.approx(exact_l1 + bias_l1, rel=max(rel, 1e-9))
     exact_max = max(float(_vector(sources, "dg_prev", m, dtype).abs().max()) for m in (n, "a.bias"))
     assert linf["dg_prev"].per_layer[0] == exact_max
 
 
-def test_compiled_float32_is_closer_to_float64_than_eager():
-    """⟨g, g⟩ of float32 sources: the compiled sum is exact to 1e-12, the eager one is not."""
-    sources = _sources(torch.float32)
-    exact = float(_vector(sources, "g", "a.weight", torch.float32).pow(2).sum())
-    only_large = {s: {"a.weight": t["a.weight"]} for s, t in sources.items()}
-    results = {}
-    for compiled in (False, True):
-        reduction = Reduction(only_large, {("g", "g")}, set(), set(), workspace=Workspace(compiled=compiled))
-        reduction.add("a.weight", only_large)
-        results[compiled] = reduction.result(["a.weight"], ["a"])[0][("g", "g")].total
-    assert results[True] == pytest.approx(exact, rel=1e-12)
-    assert results[False] != pytest.approx(exact, rel=1e-12)
+def test_every_entry_of_a_compiled_tensor_counts_once():
+    """Integer-valued float32 sources (every sum exact in float32): the whole blocks, reduced by the kernel,
+    and the last partial block, reduced eagerly, add up to the exact sums and maxima, per layer."""
+    shapes = {"a.weight": (5 * 4096 + 7,), "a.bias": (9,), "b.weight": (4 * 4096,)}
+    g = torch.Generator().manual_seed(0)
+    sources = {
+        s: {n: torch.randint(-8, 9, shape, generator=g).float() for n, shape in shapes.items()}
+        for s in ("g", "x", "prev")
+    }
+    sources["g"]["a.weight"][-1] = 100.0  # the maximum sits in the partial block
+    names = list(shapes)
+    reduction = Reduction(sources, {("g", "dx_prev")}, {"g"}, {"g"}, workspace=Workspace(compiled=True))
+    for name in names:
+        reduction.add(name, sources)
+    dots, l1, linf = reduction.result(names, [layer_of(n) for n in names])
+    for layer, members in {0: ("a.weight", "a.bias"), 1: ("b.weight",)}.items():
+        g_ = [sources["g"][n].double() for n in members]
+        dx = [(sources["x"][n] - sources["prev"][n]).double() for n in members]
+        exact_dot = sum(float(a @ b) for a, b in zip(g_, dx, strict=True))
+        assert dots[("g", "dx_prev")].per_layer[layer] == exact_dot
+        assert l1["g"].per_layer[layer] == sum(float(a.abs().sum()) for a in g_)
+        assert linf["g"].per_layer[layer] == max(float(a.abs().max()) for a in g_)
+    assert linf["g"].per_layer[0] == 100.0
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
@@ -111,8 +125,10 @@ def test_a_failed_compile_warns_once_and_reduces_eagerly(monkeypatch):
 def test_kernel_source_reads_each_source_once():
     source = fused.kernel_source([("dg_prev", "dg_prev"), ("g", "dx_prev")], ["g"], ["g"])
     assert source.splitlines()[0] == "def fused_reduction(g, prev, prev_grad, x):"
-    assert "v_dx_prev = (_wide(x) - _wide(prev)).double()" in source
-    assert source.rstrip().endswith("v_g.abs().sum(), v_g.abs().amax()])")
+    assert "    v_dx_prev = _wide(x) - _wide(prev)" in source
+    assert "v_g.abs().sum(1)]).double().sum(1)" in source
+    assert "    maxima = torch.stack([v_g.abs().amax(1)]).double().amax(1)" in source
+    assert source.rstrip().endswith("return torch.cat([sums, maxima])")
 
 
 @pytest.mark.parametrize(("with_reference", "kernels"), [(False, 2), (True, 3)])
@@ -157,13 +173,13 @@ def test_a_kernel_compiles_and_runs_from_another_thread():
     """On CUDA, autograd calls the gradient hooks (and so the first compiled reduction) on a device thread."""
     kernel, sources = fused.fused_kernel((("g", "dx_prev"),), ("dx_prev",), ())
     g = torch.Generator().manual_seed(0)
-    tensors = {s: torch.randn(1000, 200, generator=g) for s in sources}
+    tensors = {s: torch.randn(1000, 200, generator=g, dtype=torch.float64) for s in sources}
     result: list[torch.Tensor] = []
     thread = threading.Thread(target=lambda: result.append(kernel(*(tensors[s] for s in sources))))
     thread.start()
     thread.join()
-    dx = (tensors["x"] - tensors["prev"]).double()
-    expected = torch.stack([(tensors["g"].double() * dx).sum(), dx.abs().sum()])
+    dx = tensors["x"] - tensors["prev"]
+    expected = torch.stack([(tensors["g"] * dx).sum(), dx.abs().sum()])
     torch.testing.assert_close(result[0], expected, rtol=1e-12, atol=0)
 
 
@@ -174,7 +190,10 @@ def test_tensors_of_any_shape_share_one_compiled_graph():
 
     shapes = {"conv.weight": (64, 32, 3, 3), "fc.weight": (256, 80), "fc2.weight": (90, 300)}
     g = torch.Generator().manual_seed(0)
-    sources = {s: {n: torch.randn(shape, generator=g) for n, shape in shapes.items()} for s in ("g", "x")}
+    sources = {
+        s: {n: torch.randn(shape, generator=g, dtype=torch.float64) for n, shape in shapes.items()}
+        for s in ("g", "x")
+    }
     workspace = Workspace(compiled=True)
     Reduction(sources, {("x", "x")}, {"g"}, set(), workspace).add("fc.weight", sources)  # compiles (2-d)
     dynamo_utils.counters.clear()
@@ -183,5 +202,5 @@ def test_tensors_of_any_shape_share_one_compiled_graph():
         reduction.add(name, sources)
     assert not dynamo_utils.counters["stats"]["unique_graphs"]
     _, l1, _ = reduction.result(list(shapes), list(shapes))
-    exact = float(sources["g"]["conv.weight"].double().abs().sum())
+    exact = float(sources["g"]["conv.weight"].abs().sum())
     assert l1["g"].per_layer[0] == pytest.approx(exact, rel=1e-12)
