@@ -7,6 +7,10 @@ Contenders, each training the same model on the same batch with SGD (lr 0.01, no
 * floor +1 forward / +1 forward+backward: plain plus one bare extra pass of the model, the least any
   tool that evaluates the loss (gradient) at a second point must add (the gaps-only set needs one
   forward, the full set one forward+backward, each at x_{t−1});
+* floor +1 forward / +1 forward+backward, reading once: the same plus one read of every parameter-sized
+  tensor the set's reduction pass reads (g_t, x_t, x_{t−1}; for the full set also a held tensor standing
+  for ∇ℓ(x_{t−1})) and the copy of x_t it keeps for the next step: the least any implementation that
+  holds x_{t−1} must add on top of the extra pass, i.e. where memory traffic, not code, sets the cost;
 * optprobe gaps only / full set / full set + x* (an x* adds the same passes at x*), each also with
   ``ProbeConfig(compile_reductions=True)`` (", compiled": one compiled kernel per large tensor);
 * the seed authors' loop: a re-implementation of the per-step measurement in Submission14212's
@@ -57,8 +61,10 @@ OPTPROBE = {
     **{name + COMPILED: (replace(cfg, compile_reductions=True), ref) for name, (cfg, ref) in EAGER.items()},
 }
 COCKPIT = {"Cockpit economy": "economy", "Cockpit business": "business"}
+READ_ONCE = ", reading once"  # a floor plus one read of the reduction pass's sources and the snapshot copy
+PASSES = ("floor +1 forward", "floor +1 forward+backward")
 CONTENDERS = (
-    "plain", "floor +1 forward", "floor +1 forward+backward", *OPTPROBE, "authors' loop", *COCKPIT,
+    "plain", *PASSES, *(name + READ_ONCE for name in PASSES), *OPTPROBE, "authors' loop", *COCKPIT,
 )  # fmt: skip
 # the floor each contender's extra passes set: (floor contender, how many of its extra passes)
 FLOORS = {
@@ -68,6 +74,10 @@ FLOORS = {
     "authors' loop": ("floor +1 forward+backward", 1),
 }
 FLOORS.update({name + COMPILED: FLOORS[name] for name in EAGER})
+# the memory-traffic floor of the sets measured at x_{t−1} only (an x* adds reads of its own)
+READ_FLOORS = {
+    name: FLOORS[name][0] + READ_ONCE for name in OPTPROBE if not name.startswith("optprobe full set + x*")
+}
 
 
 class Contender:
@@ -81,6 +91,12 @@ class Contender:
         self.probe: Probe | None = None
         self.authors: AuthorsLoop | None = None
         self.cockpit: CockpitLoop | None = None
+        self.read_once: list[list[torch.Tensor]] = []  # (x_{t−1}[, ∇ℓ(x_{t−1}) stand-in]) for READ_ONCE
+        if name.endswith(READ_ONCE):
+            params = [p.detach() for p in self.model.parameters()]
+            self.read_once.append([p.clone() for p in params])
+            if name.startswith("floor +1 forward+backward"):
+                self.read_once.append([torch.randn_like(p) for p in params])
         if name in OPTPROBE:
             config, with_ref = OPTPROBE[name]
             reference = placed(model_name, device, seed + 1)[0] if with_ref else None
@@ -113,14 +129,25 @@ class Contender:
         The extra backward accumulates into ``.grad`` before ``zero_grad`` discards it, so it allocates no
         gradient of its own (a probe streams and drops its extra gradient, tensor by tensor).
         """
-        if self.name == "floor +1 forward+backward":
+        if self.name.startswith("floor +1 forward+backward"):
             loss_fn(self.model, self.batch).backward()
         self.opt.zero_grad()
         loss_fn(self.model, self.batch).backward()
-        if self.name == "floor +1 forward":
+        if not self.name.startswith("floor +1 forward+backward"):
             with torch.no_grad():
                 loss_fn(self.model, self.batch)
+        if self.read_once:
+            self._read_once()
         self.opt.step()
+
+    def _read_once(self) -> None:
+        """One read of g_t, x_t and the held tensors (a sum each), then x_t copied into the held x_{t−1}."""
+        params = [p.detach() for p in self.model.parameters()]
+        with torch.no_grad():
+            for tensors in ([p.grad for p in self.model.parameters()], params, *self.read_once):
+                for t in tensors:
+                    t.sum()
+            torch._foreach_copy_(self.read_once[0], params)
 
     def close(self) -> None:
         self._stack.close()
@@ -397,15 +424,18 @@ def report(model_name: str, times: dict[str, list[float]], memory: MemoryTable |
     print(f"\n{model_name}: {n_params / 1e6:.2f}M parameters, {plain}")
     ratios = {name: [t / p for t, p in zip(ts, times["plain"], strict=True)] for name, ts in times.items()}
     if ratios:
-        print(f"  {'contender':<33} time / plain step")
+        print(f"  {'contender':<41} time / plain step")
     for name in ratios:
-        print(f"  {name:<33} {_time_cell(name, ratios, FLOORS.get(name))}", flush=True)
+        cell = _time_cell(name, ratios, FLOORS.get(name))
+        if READ_FLOORS.get(name) in ratios:
+            cell += f", beyond reading once {_beyond(name, ratios, READ_FLOORS[name]):+.2f}"
+        print(f"  {name:<41} {cell}", flush=True)
     if memory is None:
         return
-    print(f"  {'memory above plain, parameter copies':<33} " + "".join(f"{kind:<40}" for kind in memory))
+    print(f"  {'memory above plain, parameter copies':<41} " + "".join(f"{kind:<40}" for kind in memory))
     for name in memory["peak RSS"]:
         cells = [_memory_cell(by_name, FLOORS.get(name), name) for by_name in memory.values()]
-        print(f"  {name:<33} " + "".join(f"{cell:<40}" for cell in cells), flush=True)
+        print(f"  {name:<41} " + "".join(f"{cell:<40}" for cell in cells), flush=True)
 
 
 def _memory_cell(by_name: dict[str, list[float]], floor: tuple[str, int] | None, name: str) -> str:
@@ -426,6 +456,11 @@ def _time_cell(name: str, ratios: dict[str, list[float]], floor: tuple[str, int]
         floor_ratio = 1 + floor[1] * (statistics.median(ratios[floor[0]]) - 1)
         cell += f" floor {floor_ratio:.2f} {statistics.median(ratios[name]) - floor_ratio:+.2f}"
     return cell
+
+
+def _beyond(name: str, ratios: dict[str, list[float]], floor: str) -> float:
+    """The median of ``name``'s ratio minus the median of ``floor``'s."""
+    return statistics.median(ratios[name]) - statistics.median(ratios[floor])
 
 
 def main() -> None:

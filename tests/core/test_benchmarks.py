@@ -75,6 +75,19 @@ def test_every_contender_trains_the_same_trajectory_as_plain_sgd(name):
         torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(("name", "held"), [("floor +1 forward", 1), ("floor +1 forward+backward", 2)])
+def test_a_floor_reading_once_keeps_x_t_for_the_next_step(name, held):
+    """The read-once floors hold x_{t−1} (and a stand-in for ∇ℓ(x_{t−1}) with a backward), and copy x_t
+    into x_{t−1} each step, as the probe's snapshot does."""
+    contender = peers.Contender(name + peers.READ_ONCE, "tiny", "cpu")
+    assert len(contender.read_once) == held
+    for _ in range(2):
+        before = [p.detach().clone() for p in contender.model.parameters()]
+        contender.run(1)
+        for kept, x in zip(contender.read_once[0], before, strict=True):
+            torch.testing.assert_close(kept, x, rtol=0, atol=0)
+
+
 def test_the_authors_loop_computes_their_convexity_gap():
     """Their gap at step t: f(w_t, z) − f(w_{t−1}, z) − ⟨∇f(w_t, z), w_t − w_{t−1}⟩, checked in float64."""
     contender = peers.Contender("authors' loop", "tiny", "cpu")
