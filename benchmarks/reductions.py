@@ -6,7 +6,8 @@ small beside x_t, as in training) to the five inner products, ‖g‖₁ and ‖
 layer. Each value is compared with the same quantity computed in float64 from the float64 sources; the
 table gives the largest relative error over steps, per quantity, for the layer totals and for the
 per-layer values. "compiled" is this checkout with ``compile_reductions`` (one compiled kernel per tensor
-of at least a chunk, sums in float64; compiled before the timing). ``--compare-with`` loads another
+of at least an eighth of a chunk, float32 sums within rows of 4096 entries, the rows' sums in float64;
+compiled before the timing). ``--compare-with`` loads another
 checkout's ``optprobe/reductions.py`` beside this one (same inputs, timed in alternation, order rotated)
 to compare the implementations; it may be given more than once. Times: median and [min–max] over
 ``--repeats``, with one plain read of the four sources (``sum`` of each) for scale.

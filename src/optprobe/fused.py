@@ -12,9 +12,9 @@ float64 products throughout made the kernel about three times slower on a CPU.
 
 Each set of columns gets a function (and so a code object) of its own, made once in a process:
 torch.compile caches compiled code per code object, and a shared one would recompile whenever the
-columns change. Only the number of rows varies, so one graph serves every shape; each further dtype or device
-compiles once more, up to torch's recompile limit (8 per function: ``torch._dynamo.config``), beyond
-which torch runs the function eagerly, with float64 temporaries the size of each tensor.
+columns change. Only the number of rows varies, so one graph serves every shape; each further dtype or
+device compiles once more, up to torch's recompile limit (8 per function: ``torch._dynamo.config``),
+beyond which torch runs the function eagerly, with temporaries the size of each tensor.
 """
 
 from __future__ import annotations

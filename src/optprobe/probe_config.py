@@ -40,10 +40,10 @@ class ProbeConfig:
     replay_rng: replay the training step's RNG state at x_{t−1} and x*, so dropout masks match.
     compile_reductions: reduce each parameter tensor of at least 2^14 elements on a CPU (2^19 on a GPU)
         with one kernel compiled by ``torch.compile`` (:mod:`optprobe.fused`): one read of each source,
-        float32 sums within rows of 4096 entries, the rows summed in float64. Each set of columns
-        compiles once, on its first measured step (seconds; a C++ compiler on a CPU, Triton on a GPU);
-        if compiling fails, a warning says why and the eager reductions are used. Worth it for long runs
-        of large models.
+        sums in the sources' dtype (float32 at least) within rows of 4096 entries, the rows' sums in
+        float64. Each set of columns compiles once, on its first measured step (seconds; a C++ compiler
+        on a CPU, Triton on a GPU); if compiling fails, a warning says why and the eager reductions are
+        used. Worth it for long runs of large models.
     """
 
     metrics: tuple[str, ...] = FAMILIES

@@ -133,7 +133,8 @@ class Workspace:
     """Cache-sized buffers reused by every call (one per dtype and device); keep one per Probe.
 
     ``compiled``: reduce each tensor of at least an eighth of a chunk with one compiled kernel
-    (:mod:`optprobe.fused`, compiled once per set of columns in a process); smaller ones stay grouped.
+    (:mod:`optprobe.fused`, compiled once per set of columns in a process); smaller ones, and the entries
+    after a compiled tensor's last whole row, stay grouped.
     If compiling fails, ``warn`` is told why and this workspace uses the eager reduction from then on.
     """
 
@@ -251,7 +252,9 @@ class Reduction:
                 self._keep_row(name, row)
                 if whole == numel:
                     return
-                flat = {s: t[whole:] for s, t in flat.items()}  # the last, partial block: reduced eagerly
+                # the last, partial row, reduced eagerly with a group: copied, so that a streamed
+                # gradient is freed now, not when its group is reduced
+                flat = {s: t[whole:].clone() for s, t in flat.items()}
                 numel -= whole
         if numel >= chunk:
             self._reduce_large(name, flat, chunk)

@@ -45,12 +45,12 @@ def _reduce(sources, workspace: Workspace):
 @pytest.mark.parametrize(
     ("dtype", "rel"), [(torch.float64, 1e-12), (torch.float32, 1e-6), (torch.bfloat16, 1e-6)]
 )
-def test_compiled_sums_are_block_sums_of_the_same_vectors(dtype, rel):
-    """The large tensor's columns are sums of the vectors the eager path builds, taken in the vectors' dtype
-    over blocks of 4096 entries, the blocks' sums in float64: 1e-12 of the exact sums for float64, float32
-    accuracy (~1e-7, as the eager path) otherwise; a.weight's 210000 entries end in a partial block."""
+def test_compiled_sums_are_sums_of_the_same_vectors_to_their_dtype_s_accuracy(dtype, rel):
+    """The large tensor's columns are sums of the vectors the eager path builds (in their dtype within rows
+    of 4096 entries, the rows in float64): 1e-12 of the exact sums for float64, float32 accuracy (~1e-7,
+    as the eager path) otherwise; a.weight's 210000 entries end in a partial row."""
     sources = _sources(dtype)
-    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True))
+    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True, warn=pytest.fail))
     n = "a.weight"  # layer a holds a.weight (compiled) and a.bias (eager, float32 sums: its own tolerance)
     for a, b in DOTS:
         exact = float(_vector(sources, a, n, dtype) @ _vector(sources, b, n, dtype))
@@ -75,7 +75,8 @@ def test_every_entry_of_a_compiled_tensor_counts_once():
     }
     sources["g"]["a.weight"][-1] = 100.0  # the maximum sits in the partial block
     names = list(shapes)
-    reduction = Reduction(sources, {("g", "dx_prev")}, {"g"}, {"g"}, workspace=Workspace(compiled=True))
+    workspace = Workspace(compiled=True, warn=pytest.fail)
+    reduction = Reduction(sources, {("g", "dx_prev")}, {"g"}, {"g"}, workspace=workspace)
     for name in names:
         reduction.add(name, sources)
     dots, l1, linf = reduction.result(names, [layer_of(n) for n in names])
@@ -93,7 +94,7 @@ def test_every_entry_of_a_compiled_tensor_counts_once():
 def test_compiled_non_finite_entries_propagate(bad):
     sources = _sources(torch.float32)
     sources["g"]["a.weight"][3, 5] = bad
-    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True))
+    dot_sums, l1, linf = _reduce(sources, Workspace(compiled=True, warn=pytest.fail))
     for sums in (dot_sums[("g", "g")], l1["g"], linf["g"]):
         assert math.isnan(sums.per_layer[0]) if math.isnan(bad) else sums.per_layer[0] == math.inf
         assert math.isfinite(sums.per_layer[1])
@@ -131,6 +132,7 @@ def test_kernel_source_reads_each_source_once():
     assert source.rstrip().endswith("return torch.cat([sums, maxima])")
 
 
+@pytest.mark.filterwarnings("error::optprobe.errors.ProbeWarning")  # a failed compile would pass silently
 @pytest.mark.parametrize(("with_reference", "kernels"), [(False, 2), (True, 3)])
 def test_a_probe_with_compiled_reductions_writes_the_eager_table(
     tmp_path, monkeypatch, with_reference, kernels
@@ -194,7 +196,7 @@ def test_tensors_of_any_shape_share_one_compiled_graph():
         s: {n: torch.randn(shape, generator=g, dtype=torch.float64) for n, shape in shapes.items()}
         for s in ("g", "x")
     }
-    workspace = Workspace(compiled=True)
+    workspace = Workspace(compiled=True, warn=pytest.fail)
     Reduction(sources, {("x", "x")}, {"g"}, set(), workspace).add("fc.weight", sources)  # compiles (2-d)
     dynamo_utils.counters.clear()
     reduction = Reduction(sources, {("x", "x")}, {"g"}, set(), workspace)
@@ -204,3 +206,18 @@ def test_tensors_of_any_shape_share_one_compiled_graph():
     _, l1, _ = reduction.result(list(shapes), list(shapes))
     exact = float(sources["g"]["conv.weight"].abs().sum())
     assert l1["g"].per_layer[0] == pytest.approx(exact, rel=1e-12)
+
+
+def test_a_reduced_tensor_with_a_partial_last_row_is_not_kept_alive():
+    """The entries after the last whole row are held until their group is reduced, as a copy: the
+    streamed gradient they came from is freed once ``add`` returns (one gradient alive at a time)."""
+    import weakref
+
+    sources = _sources(torch.float32)  # a.weight: 210000 entries, 51 whole rows and 1104 more
+    grad = sources["g"]["a.weight"].clone()
+    alive = weakref.ref(grad)
+    reduction = Reduction(sources, DOTS, {"g"}, {"g"}, workspace=Workspace(compiled=True, warn=pytest.fail))
+    reduction.add("a.weight", {**sources, "g": {**sources["g"], "a.weight": grad}})
+    del grad
+    assert alive() is None
+    assert reduction._rows and reduction._held  # the kernel ran; the last partial row waits in a group
