@@ -75,9 +75,7 @@ FLOORS = {
 }
 FLOORS.update({name + COMPILED: FLOORS[name] for name in EAGER})
 # the memory-traffic floor of the sets measured at x_{t−1} only (an x* adds reads of its own)
-READ_FLOORS = {
-    name: FLOORS[name][0] + READ_ONCE for name in OPTPROBE if not name.startswith("optprobe full set + x*")
-}
+READ_FLOORS = {name: FLOORS[name][0] + READ_ONCE for name, (_, with_ref) in OPTPROBE.items() if not with_ref}
 
 
 class Contender:
@@ -92,10 +90,11 @@ class Contender:
         self.authors: AuthorsLoop | None = None
         self.cockpit: CockpitLoop | None = None
         self.read_once: list[list[torch.Tensor]] = []  # (x_{t−1}[, ∇ℓ(x_{t−1}) stand-in]) for READ_ONCE
+        self.with_backward = name.startswith(PASSES[1])  # a floor with an extra forward+backward
         if name.endswith(READ_ONCE):
             params = [p.detach() for p in self.model.parameters()]
             self.read_once.append([p.clone() for p in params])
-            if name.startswith("floor +1 forward+backward"):
+            if self.with_backward:
                 self.read_once.append([torch.randn_like(p) for p in params])
         if name in OPTPROBE:
             config, with_ref = OPTPROBE[name]
@@ -129,11 +128,11 @@ class Contender:
         The extra backward accumulates into ``.grad`` before ``zero_grad`` discards it, so it allocates no
         gradient of its own (a probe streams and drops its extra gradient, tensor by tensor).
         """
-        if self.name.startswith("floor +1 forward+backward"):
+        if self.with_backward:
             loss_fn(self.model, self.batch).backward()
         self.opt.zero_grad()
         loss_fn(self.model, self.batch).backward()
-        if not self.name.startswith("floor +1 forward+backward"):
+        if not self.with_backward:
             with torch.no_grad():
                 loss_fn(self.model, self.batch)
         if self.read_once:

@@ -145,13 +145,13 @@ class Workspace:
         self.compiled = compiled
         self._warn = warn
 
-    def fused(self, columns: Columns, blocks: Mapping[str, Tensor]) -> Tensor | None:
-        """The columns of one tensor's ``blocks`` (per source, (blocks, :data:`COMPILED_BLOCK`)) by
+    def fused(self, columns: Columns, rows: Mapping[str, Tensor]) -> Tensor | None:
+        """The columns of one tensor's ``rows`` (per source, shaped (rows, :data:`COMPILED_BLOCK`)) by
         their compiled kernel, in column order; None (use the eager reduction) when compiling has failed."""
         from optprobe.fused import fused_kernel  # imports torch's compiler: only when asked for
 
         kernel, kernel_sources = fused_kernel(*columns)
-        tensors = [blocks[s].detach() for s in kernel_sources]  # one compiled graph for any number of blocks
+        tensors = [rows[s].detach() for s in kernel_sources]  # one compiled graph for any number of rows
         try:
             with torch.no_grad():
                 return kernel(*tensors)
@@ -197,9 +197,9 @@ class Reduction:
     produces it. A tensor of at least a chunk is reduced at once, chunk by chunk; smaller ones are held
     (with their sources) until they fill a chunk and are then reduced together, differences built for
     all of them by one multi-tensor kernel. With a compiled workspace (``compile_reductions``), each
-    tensor of at least an eighth of a chunk is reduced by one compiled kernel instead, blocks of 4096
-    entries summed as a chunk is here, the blocks' sums in float64 (:mod:`optprobe.fused`; the entries
-    after the last whole block are held as a small tensor). Differences (and vectors of a dtype narrower
+    tensor of at least an eighth of a chunk is reduced by one compiled kernel instead, rows of 4096
+    entries summed as a chunk is here, the rows' sums in float64 (:mod:`optprobe.fused`; the entries
+    after the last whole row are held as a small tensor). Differences (and vectors of a dtype narrower
     than float32) are built in a small cache-resident buffer, every other vector is read in place; each
     inner product or norm of a chunk or small tensor is accumulated in its dtype (float32 at least), the
     pieces' sums in float64. Nothing parameter-sized is allocated (held gradients are at most a chunk:
@@ -246,8 +246,8 @@ class Reduction:
         numel, chunk = first.numel(), self.workspace.chunk(first.device)
         if self.workspace.compiled and numel >= chunk // _COMPILED_FROM:
             whole = numel - numel % COMPILED_BLOCK
-            blocks = {s: t[:whole].view(-1, COMPILED_BLOCK) for s, t in flat.items()}
-            row = self.workspace.fused(self.columns, blocks)
+            rows = {s: t[:whole].view(-1, COMPILED_BLOCK) for s, t in flat.items()}
+            row = self.workspace.fused(self.columns, rows)
             if row is not None:
                 self._keep_row(name, row)
                 if whole == numel:
